@@ -1,0 +1,32 @@
+# Every target sets up what it needs on a fresh machine: `make run` and `make test` are enough.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: setup run test lint bench clean
+
+setup: $(VENV)/.installed
+
+# torch is pinned to the CPU build that ships on this machine's disk; a bare `torch` pulls several GB of CUDA.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[train,dev]"
+	touch $@
+
+run: setup
+	$(BIN)/firsthand run
+
+test: setup
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+bench: setup
+	$(BIN)/python bench/branching.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,341 @@
+"""The branching engine: at every expert state s_i, execute K alternative actions and record s'.
+
+For each expert trajectory and each state s_i on it:
+
+1. return to s_i: `restore` a snapshot taken on the way (native snapshots), or `reset` and replay
+   the expert prefix a_0..a_{i-1} (environments without snapshots);
+2. check re-synchronisation: after a replay, the observation must equal the recorded s_i; after a
+   restore, the valid actions must equal the recorded ones. A mismatch drops that state's branches
+   and is counted (a known bug of earlier pipelines ran alternatives in the wrong game);
+3. execute one action (an alternative a_i^j, or the expert's a_i) and record a Branch
+   (s_i, a, s', reward, flags).
+
+Alternatives come from a Proposer: `uniform` samples distinct valid actions other than the
+expert's; `policy` asks a model for candidates and refills invalid or duplicate ones from the valid
+actions; `mixed` takes half from each. Randomness is seeded per (seed, trajectory, state), so the
+records never depend on worker count or on whether the run was resumed.
+
+Output directory (stage "branch"): ``trajectories.jsonl`` (the expert trajectories branched,
+whose steps give each state's history), ``branches-NNNNN.jsonl`` shards of Branch records,
+``config.json`` and ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from firsthand.artifacts import MANIFEST, read_jsonl, read_manifest, write_jsonl_atomic, write_manifest
+from firsthand.contract import Branch, Env, InvalidInputError, Trajectory, UnknownNameError
+from firsthand.experts import load_trajectories, normalize
+from firsthand.registry import make
+from firsthand.sharding import run_sharded
+
+log = logging.getLogger(__name__)
+
+PROPOSERS: tuple[str, ...] = ("uniform", "policy", "mixed")
+MODES: tuple[str, ...] = ("auto", "snapshot", "replay")
+
+
+@dataclass(frozen=True)
+class ProposalContext:
+    """What a proposer sees at an expert state."""
+
+    goal: str
+    history: list[tuple[str, str]]  # (observation, action) pairs before this state
+    observation: str
+    valid_actions: list[str]
+    expert_action: str
+
+
+class ActionSampler(Protocol):
+    """A model that proposes candidate actions (implemented by the model backends)."""
+
+    def sample_actions(self, contexts: Sequence[ProposalContext], n: int) -> list[list[str]]:
+        """For each context, up to `n` candidate actions (free text, possibly invalid or repeated)."""
+        ...
+
+
+class Proposer(Protocol):
+    name: str
+
+    def propose(self, context: ProposalContext, k: int, rng: random.Random) -> tuple[list[str], int]:
+        """Up to `k` distinct alternatives, none equal to the expert action; plus how many were refilled."""
+        ...
+
+
+def _uniform(context: ProposalContext, k: int, rng: random.Random, exclude: set[str]) -> list[str]:
+    pool = [a for a in context.valid_actions if a not in exclude]
+    return rng.sample(pool, min(k, len(pool)))
+
+
+class UniformProposer:
+    """Sample K distinct valid actions other than the expert's (the paper's choice for IWM)."""
+
+    name = "uniform"
+
+    def propose(self, context: ProposalContext, k: int, rng: random.Random) -> tuple[list[str], int]:
+        return _uniform(context, k, rng, {context.expert_action}), 0
+
+
+class PolicyProposer:
+    """Ask a policy model for candidates; canonicalise, de-duplicate, refill from valid actions.
+
+    `share` is the fraction of the K alternatives taken from the policy (1.0 for `policy`, 0.5 for
+    `mixed`); the rest, and any invalid or duplicate proposal, are sampled uniformly.
+    """
+
+    def __init__(self, sampler: ActionSampler, *, share: float = 1.0, name: str = "policy") -> None:
+        self.sampler = sampler
+        self.share = share
+        self.name = name
+
+    def propose(self, context: ProposalContext, k: int, rng: random.Random) -> tuple[list[str], int]:
+        want = round(k * self.share)
+        chosen: list[str] = []
+        if want:
+            valid = set(context.valid_actions)
+            for candidate in self.sampler.sample_actions([context], 2 * want)[0]:
+                action = " ".join(candidate.strip().split())
+                if action == context.expert_action or action in chosen or (valid and action not in valid):
+                    continue
+                chosen.append(action)
+                if len(chosen) == want:
+                    break
+        refilled = k - len(chosen) - round(k * (1 - self.share))
+        chosen += _uniform(context, k - len(chosen), rng, {context.expert_action, *chosen})
+        return chosen, max(refilled, 0)
+
+
+@dataclass
+class BranchConfig:
+    """Settings of a branching run (written to the run directory as config.json)."""
+
+    k: int = 8
+    """Alternatives per expert state (the paper: 8 for IWM on ALFWorld, 2-4 for SR)."""
+    proposer: str = "uniform"
+    """Where alternatives come from: uniform | policy | mixed."""
+    seed: int = 0
+    """Seed of the alternative sampling."""
+    mode: str = "auto"
+    """How to return to a state: auto (snapshot when the environment has native snapshots), snapshot, replay."""
+    shard_size: int = 16
+    """Trajectories per shard (the unit of resumption and of parallel work)."""
+    env_kwargs: dict[str, Any] | None = None
+    """Keyword arguments for the environment constructor."""
+
+    def validate(self) -> None:
+        if self.k < 1:
+            raise InvalidInputError(f"--k must be at least 1 (alternatives per state), got {self.k!r}")
+        if self.proposer not in PROPOSERS:
+            raise UnknownNameError(f"unknown proposer {self.proposer!r}; valid proposers: {', '.join(PROPOSERS)}")
+        if self.mode not in MODES:
+            raise UnknownNameError(f"unknown mode {self.mode!r}; valid modes: {', '.join(MODES)}")
+
+
+def branch_trajectory(
+    env: Env, trajectory: Trajectory, proposer: Proposer, config: BranchConfig, stats: dict[str, int]
+) -> list[Branch]:
+    """All branches of one trajectory: K alternatives and the expert transition at each state."""
+    use_snapshot = config.mode == "snapshot" or (config.mode == "auto" and env.snapshot_native)
+    steps = trajectory.steps
+    records: list[Branch] = []
+
+    def execute(i: int, action: str, expert: bool) -> str:
+        r = env.step(action)
+        stats["env_steps"] += 1
+        records.append(
+            Branch(
+                trajectory.id,
+                trajectory.env,
+                trajectory.task,
+                trajectory.goal,
+                i,
+                steps[i].observation,
+                action,
+                r.observation,
+                r.reward,
+                r.terminated,
+                r.truncated,
+                r.won,
+                expert,
+                steps[i].action,
+                proposer.name,
+            )
+        )
+        return r.observation
+
+    def replay_to(i: int) -> str:
+        observation, _ = env.reset(trajectory.task)
+        for step in steps[:i]:
+            observation = env.step(step.action).observation
+        stats["replayed_steps"] += i
+        return observation
+
+    def go_to_state(i: int, snapshot: Any) -> bool:
+        """Return to s_i; True when the environment is verifiably back in sync with the recording."""
+        if use_snapshot:
+            env.restore(snapshot)
+            stats["restores"] += 1
+            return env.valid_actions() == steps[i].valid_actions
+        return normalize(replay_to(i)) == normalize(steps[i].observation)
+
+    observation, _ = env.reset(trajectory.task)
+    history: list[tuple[str, str]] = []
+    for i, step in enumerate(steps):
+        if normalize(observation) != normalize(step.observation):
+            # Walking the expert path itself diverged: nothing after this point can be trusted.
+            stats["resync_mismatches"] += 1
+            stats["dropped_states"] += len(steps) - i
+            log.warning("%s: expert path diverged from the recording at step %d; dropping the rest", trajectory.id, i)
+            break
+        stats["states"] += 1
+        rng = random.Random(f"{config.seed}:{trajectory.id}:{i}")
+        context = ProposalContext(trajectory.goal, list(history), step.observation, step.valid_actions, step.action)
+        alternatives, refilled = proposer.propose(context, config.k, rng)
+        stats["refilled"] += refilled
+        stats["short_states"] += len(alternatives) < config.k
+        snapshot = env.snapshot() if use_snapshot else None
+        start = len(records)
+        # Alternatives first; the expert action last, so that (with replay) the walk goes on from there.
+        in_sync = True
+        for action in alternatives:
+            if not go_to_state(i, snapshot):
+                in_sync = False
+                break
+            execute(i, action, expert=False)
+        if in_sync and alternatives:
+            in_sync = go_to_state(i, snapshot)
+        if not in_sync:
+            replay_to(i)  # back onto the expert path from scratch; the next state's check verifies it
+        observation = execute(i, step.action, expert=True)
+        in_sync = in_sync and normalize(observation) == normalize(step.next_observation)
+        if in_sync:
+            stats["alternatives"] += len(records) - start - 1
+        else:
+            del records[start:]
+            stats["resync_mismatches"] += 1
+            stats["dropped_states"] += 1
+        history.append((step.observation, step.action))
+    stats["branches"] += len(records)
+    return records
+
+
+def make_proposer(name: str, sampler: ActionSampler | None = None) -> Proposer:
+    """The proposer called `name`; `policy` and `mixed` need a model's `sampler`."""
+    if name == "uniform":
+        return UniformProposer()
+    if name not in PROPOSERS:
+        raise UnknownNameError(f"unknown proposer {name!r}; valid proposers: {', '.join(PROPOSERS)}")
+    if sampler is None:
+        raise InvalidInputError(f"the {name!r} proposer needs a policy model: pass --model PATH")
+    return PolicyProposer(sampler, share=1.0 if name == "policy" else 0.5, name=name)
+
+
+def _branch_shard(
+    trajectories: Sequence[dict[str, Any]], config: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    cfg = BranchConfig(**config["branch"])
+    env = make(config["env"], config["split"], **(cfg.env_kwargs or {}))
+    proposer = make_proposer(cfg.proposer, _load_sampler(config.get("model")))
+    stats = dict.fromkeys(
+        (
+            "trajectories",
+            "states",
+            "branches",
+            "alternatives",
+            "resync_mismatches",
+            "dropped_states",
+            "short_states",
+            "refilled",
+            "restores",
+            "replayed_steps",
+            "env_steps",
+        ),
+        0,
+    )
+    records: list[dict[str, Any]] = []
+    for t in trajectories:
+        stats["trajectories"] += 1
+        records += [b.to_dict() for b in branch_trajectory(env, Trajectory.from_dict(t), proposer, cfg, stats)]
+    return records, stats
+
+
+def _load_sampler(model: str | None) -> ActionSampler | None:
+    if model is None:
+        return None
+    raise InvalidInputError(  # the model backends arrive with the training stage
+        f"cannot load policy model {model!r}: no model backend is installed yet"
+    )
+
+
+def branch(
+    experts: Path,
+    out: Path,
+    config: BranchConfig,
+    *,
+    model: str | None = None,
+    workers: int = 1,
+    on_progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Branch every trajectory of the collect directory `experts` into `out`; return the manifest."""
+    out = Path(out)
+    config.validate()
+    if (out / MANIFEST).exists():
+        log.info("%s is already complete; skipping branch", out)
+        return read_manifest(out, "branch")
+    make_proposer(config.proposer, _load_sampler(model))  # fail before any work
+    source = read_manifest(Path(experts), "collect")
+    trajectories = load_trajectories(Path(experts))
+    if not trajectories:
+        raise InvalidInputError(f"{str(experts)!r} holds no trajectories to branch")
+    env, split = source["config"]["env"], source["config"]["split"]
+    stage_config = {
+        "env": env,
+        "split": split,
+        "experts": str(experts),
+        "experts_hash": source["content_hash"],
+        "model": model,
+        "branch": asdict(config),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "trajectories.jsonl").exists():
+        write_jsonl_atomic(out / "trajectories.jsonl", (t.to_dict() for t in trajectories))
+    names, stats = run_sharded(
+        _branch_shard,
+        [t.to_dict() for t in trajectories],
+        out=out,
+        prefix="branches",
+        config=stage_config,
+        shard_size=config.shard_size,
+        workers=workers,
+        on_shard=on_progress,
+    )
+    if stats["resync_mismatches"]:
+        log.warning("%d states were out of sync after restore and were dropped", stats["resync_mismatches"])
+    return write_manifest(
+        out,
+        stage="branch",
+        count=stats["branches"],
+        config=stage_config,
+        files=["trajectories.jsonl", *names],
+        extra={"stats": stats},
+    )
+
+
+def load_branches(directory: Path) -> tuple[list[Trajectory], list[Branch]]:
+    """Read a finished branch directory: the expert trajectories and their Branch records, in order."""
+    directory = Path(directory)
+    manifest = read_manifest(directory, "branch")
+    trajectories = [Trajectory.from_dict(r) for r in read_jsonl(directory / "trajectories.jsonl")]
+    branches = [
+        Branch.from_dict(r)
+        for name in manifest["files"]
+        if name.startswith("branches-")
+        for r in read_jsonl(directory / name)
+    ]
+    return trajectories, branches

@@ -1,0 +1,225 @@
+"""The contracts every stage of firsthand speaks: the environment protocol, its records, and errors.
+
+This module imports nothing else from the project, so it can be read on its own.
+
+Vocabulary (one word per idea, no aliases): observation, action, reward, terminated,
+truncated, won, trajectory, step, branch, snapshot, split, expert, alternative, reflection.
+
+An environment is text in, text out::
+
+    env = firsthand.make("household", split="train")
+    task = env.tasks(1)[0]
+    observation, info = env.reset(task)          # info["goal"] holds the task's goal text
+    result = env.step("go to cabinet 1")         # StepResult(observation, reward, terminated, truncated, won, info)
+    snap = env.snapshot()                        # opaque, picklable
+    env.restore(snap)                            # back to exactly that state
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
+
+SPLITS: tuple[str, ...] = ("train", "id_test", "ood_test")
+"""Every environment declares these three task splits: training tasks, held-out tasks from the
+same distribution (in-domain test), and tasks from a shifted distribution (out-of-domain test)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Errors: a flat hierarchy. Messages quote the bad value and say how to fix it.
+# ----------------------------------------------------------------------------------------------
+class FirsthandError(Exception):
+    """Base class of every error firsthand raises on purpose."""
+
+
+class UnknownNameError(FirsthandError, KeyError):
+    """An environment, split, method or preset name that is not registered."""
+
+    def __str__(self) -> str:  # KeyError would otherwise print the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidInputError(FirsthandError, ValueError):
+    """A user-supplied value (argument, file, record) that cannot be used as given."""
+
+
+class ReplayError(FirsthandError):
+    """A recorded action sequence did not reproduce its recorded outcome when replayed."""
+
+
+class NoExpertError(FirsthandError):
+    """The environment has no expert for this task."""
+
+
+class DependencyNotInstalled(FirsthandError, ImportError):
+    """An optional backend is missing; the message names the pip extra that installs it."""
+
+
+# ----------------------------------------------------------------------------------------------
+# The environment protocol
+# ----------------------------------------------------------------------------------------------
+class StepResult(NamedTuple):
+    """What one `Env.step` returns.
+
+    `terminated` means the episode reached a terminal state (won or lost); `truncated` means it was
+    cut by the step limit. Success is read from `won` alone, never from the end flags.
+    """
+
+    observation: str
+    reward: float
+    terminated: bool
+    truncated: bool
+    won: bool
+    info: dict[str, Any]
+
+
+@runtime_checkable
+class Env(Protocol):
+    """A text environment with task splits, valid actions, snapshots and an optional expert.
+
+    Adapters set `snapshot_native`: True when `snapshot`/`restore` copy the state directly, False
+    when the environment can only return to a state by `reset` plus a replay of the actions that led
+    there (the branching engine then replays the expert prefix itself and never calls `snapshot`).
+    """
+
+    name: ClassVar[str]
+    snapshot_native: ClassVar[bool]
+    split: str
+    max_steps: int
+
+    def tasks(self, limit: int | None = None) -> list[str]:
+        """The split's task identifiers, in a fixed order; the first `limit` of them if given."""
+        ...
+
+    def reset(self, task: str, *, seed: int | None = None) -> tuple[str, dict[str, Any]]:
+        """Start `task`; return the first observation and info (with at least "goal" and "task")."""
+        ...
+
+    def step(self, action: str) -> StepResult:
+        """Execute `action` as given. An action the environment does not accept is not an error:
+        it returns an observation saying so (household: "Nothing happens.")."""
+        ...
+
+    def valid_actions(self) -> list[str]:
+        """The actions accepted in the current state (sorted, no duplicates); empty when the
+        environment has no such list (open action spaces)."""
+        ...
+
+    def snapshot(self) -> Any:
+        """An opaque, picklable object from which `restore` returns to the current state."""
+        ...
+
+    def restore(self, snapshot: Any) -> None:
+        """Return to the state captured by `snapshot`. The snapshot stays valid for reuse."""
+        ...
+
+    def expert_actions(self) -> list[str]:
+        """A winning action sequence from the state right after `reset`; raises NoExpertError
+        when the environment has none for this task."""
+        ...
+
+
+# ----------------------------------------------------------------------------------------------
+# Records. All are plain dataclasses that round-trip through JSON via to_dict / from_dict.
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class Step:
+    """One step of a trajectory: the state the agent saw, what it did, and what came of it.
+
+    `observation` is the observation at state s_i (before acting); `next_observation` is what the
+    environment returned after `action`.
+    """
+
+    observation: str
+    action: str
+    next_observation: str
+    reward: float
+    terminated: bool
+    truncated: bool
+    won: bool
+    valid_actions: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Step:
+        return cls(**d)
+
+
+@dataclass
+class Trajectory:
+    """An episode: a task, its goal, and its steps. `won` is True when the last step won."""
+
+    id: str
+    env: str
+    split: str
+    task: str
+    goal: str
+    steps: list[Step]
+    source: str = "expert"
+
+    @property
+    def won(self) -> bool:
+        return bool(self.steps) and self.steps[-1].won
+
+    @property
+    def actions(self) -> list[str]:
+        return [s.action for s in self.steps]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "env": self.env,
+            "split": self.split,
+            "task": self.task,
+            "goal": self.goal,
+            "source": self.source,
+            "won": self.won,
+            "steps": [s.to_dict() for s in self.steps],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Trajectory:
+        return cls(
+            id=d["id"],
+            env=d["env"],
+            split=d["split"],
+            task=d["task"],
+            goal=d["goal"],
+            steps=[Step.from_dict(s) for s in d["steps"]],
+            source=d.get("source", "expert"),
+        )
+
+
+@dataclass
+class Branch:
+    """One executed transition (s_i, a, s') at expert state s_i of a trajectory.
+
+    `expert` is True for the expert's own action at that state (a_i, s_{i+1}) and False for an
+    alternative a_i^j. The history that led to s_i is the trajectory's steps before `step_index`;
+    a branch directory stores those trajectories beside the branches.
+    """
+
+    trajectory_id: str
+    env: str
+    task: str
+    goal: str
+    step_index: int
+    observation: str
+    action: str
+    next_observation: str
+    reward: float
+    terminated: bool
+    truncated: bool
+    won: bool
+    expert: bool
+    expert_action: str
+    proposer: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Branch:
+        return cls(**d)

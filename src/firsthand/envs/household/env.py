@@ -1,0 +1,321 @@
+"""The household environment: ALFWorld's rooms, task types and action wording in pure Python."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from firsthand.contract import SPLITS, InvalidInputError, NoExpertError, StepResult, UnknownNameError
+from firsthand.envs.household.world import APPLIANCE, LAMP, SPLIT_SIZE, TRANSFORM, Task, generate, kind_of
+
+NOTHING = "Nothing happens."
+_PUT = re.compile(r"^put (.+?) (?:in/on|in|on) (.+)$")
+_TAKE = re.compile(r"^take (.+?) from (.+)$")
+_WITH = re.compile(r"^(clean|heat|cool) (.+?) with (.+)$")
+
+
+@dataclass
+class _State:
+    """The mutable part of a world. Copied field by field for snapshots (cheaper than deepcopy)."""
+
+    contents: dict[str, list[str]]
+    location: dict[str, str]  # object -> receptacle it is in/on ("" while carried)
+    is_open: dict[str, bool]
+    clean: set[str] = field(default_factory=set)
+    hot: set[str] = field(default_factory=set)
+    cool: set[str] = field(default_factory=set)
+    lamps_on: set[str] = field(default_factory=set)
+    at: str = ""  # "" = the middle of the room
+    holding: str = ""
+    steps: int = 0
+    won: bool = False
+
+    def copy(self) -> _State:
+        return _State(
+            contents={k: list(v) for k, v in self.contents.items()},
+            location=dict(self.location),
+            is_open=dict(self.is_open),
+            clean=set(self.clean),
+            hot=set(self.hot),
+            cool=set(self.cool),
+            lamps_on=set(self.lamps_on),
+            at=self.at,
+            holding=self.holding,
+            steps=self.steps,
+            won=self.won,
+        )
+
+
+def _listing(items: list[str]) -> str:
+    """ALFWorld's list wording: "a mug 1", "a mug 1, and a cup 2", "a a, a b, and a c"."""
+    if not items:
+        return "nothing"
+    words = [f"a {x}" for x in items]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + ", and " + words[-1]
+
+
+def _room_view(t: Task) -> str:
+    return f"You are in the middle of a room. Looking quickly around you, you see {_listing(list(t.receptacles))}."
+
+
+class HouseholdEnv:
+    """ALFWorld-style household tasks, generated procedurally; see `firsthand.envs.household.world`.
+
+    Example:
+        >>> from firsthand import make
+        >>> env = make("household", split="train")
+        >>> obs, info = env.reset(env.tasks(1)[0])
+        >>> obs.startswith("You are in the middle of a room.")
+        True
+    """
+
+    name: ClassVar[str] = "household"
+    snapshot_native: ClassVar[bool] = True
+
+    def __init__(self, split: str = "train", *, max_steps: int = 50) -> None:
+        if split not in SPLITS:
+            raise UnknownNameError(f"unknown split {split!r} for household; valid splits: {', '.join(SPLITS)}")
+        if max_steps < 1:
+            raise InvalidInputError(f"max_steps must be at least 1, got {max_steps!r}")
+        self.split = split
+        self.max_steps = max_steps
+        self._task: Task | None = None
+        self._state: _State | None = None
+
+    # -- tasks ----------------------------------------------------------------------------------
+    def tasks(self, limit: int | None = None) -> list[str]:
+        size = SPLIT_SIZE[self.split]
+        n = size if limit is None else min(limit, size)
+        return [f"{self.split}-{i}" for i in range(n)]
+
+    def _parse_task(self, task: str) -> Task:
+        split, _, index = task.rpartition("-")
+        if split not in SPLITS or not index.isdigit():
+            raise InvalidInputError(
+                f"unknown household task {task!r}; task identifiers look like 'train-12' (split-index), see env.tasks()"
+            )
+        return generate(split, int(index))
+
+    # -- the episode ----------------------------------------------------------------------------
+    def reset(self, task: str, *, seed: int | None = None) -> tuple[str, dict[str, Any]]:
+        """Start `task`. Generation is a function of the task alone, so `seed` changes nothing."""
+        t = self._parse_task(task)
+        contents: dict[str, list[str]] = {r: [] for r in t.receptacles}
+        location: dict[str, str] = {}
+        for obj, rec in t.placement:
+            contents[rec].append(obj)
+            location[obj] = rec
+        self._task = t
+        self._state = _State(contents=contents, location=location, is_open={r: False for r in t.openable})
+        return f"{_room_view(t)}\n\nYour task is to: {t.goal}", self._info()
+
+    def _info(self) -> dict[str, Any]:
+        t = self._require_task()
+        return {"task": t.task_id, "goal": t.goal, "task_type": t.task_type, "room": t.room}
+
+    def _require_task(self) -> Task:
+        if self._task is None:
+            raise InvalidInputError("the environment has no task yet: call reset(task) first")
+        return self._task
+
+    def step(self, action: str) -> StepResult:
+        t = self._require_task()
+        s = self._state
+        assert s is not None
+        if s.won or s.steps >= self.max_steps:
+            raise InvalidInputError("the episode is over (won or out of steps): call reset(task) to start another")
+        s.steps += 1
+        observation = self._execute(" ".join(action.strip().lower().split()), t, s)
+        if not s.won:
+            s.won = self._goal_reached(t, s)
+        truncated = not s.won and s.steps >= self.max_steps
+        return StepResult(observation, 1.0 if s.won else 0.0, s.won, truncated, s.won, self._info())
+
+    def _visible(self, s: _State, rec: str) -> bool:
+        return s.is_open.get(rec, True)  # closed receptacles hide their contents
+
+    def _describe(self, s: _State, rec: str) -> str:
+        if rec in s.is_open:
+            if not s.is_open[rec]:
+                return f"The {rec} is closed."
+            return f"The {rec} is open. In it, you see {_listing(s.contents[rec])}."
+        return f"On the {rec}, you see {_listing(s.contents[rec])}."
+
+    def _execute(self, a: str, t: Task, s: _State) -> str:  # noqa: C901 - one branch per verb reads best
+        if a == "look":
+            if not s.at:
+                return _room_view(t)
+            return f"You are facing the {s.at}. Next to it, you see nothing."
+        if a == "inventory":
+            return f"You are carrying: a {s.holding}." if s.holding else "You are not carrying anything."
+        if a.startswith("go to "):
+            rec = a[6:]
+            if rec not in s.contents or rec == s.at:
+                return NOTHING
+            s.at = rec
+            return f"You arrive at {rec}. {self._describe(s, rec)}"
+        if a.startswith("open ") or a.startswith("close "):
+            verb, rec = a.split(" ", 1)
+            if rec != s.at or rec not in s.is_open or s.is_open[rec] == (verb == "open"):
+                return NOTHING
+            s.is_open[rec] = verb == "open"
+            if verb == "open":
+                return f"You open the {rec}. {self._describe(s, rec)}"
+            return f"You close the {rec}."
+        if a.startswith("examine "):
+            x = a[8:]
+            if x == s.at:
+                return self._describe(s, x)
+            if x == s.holding or (s.at and self._visible(s, s.at) and x in s.contents[s.at]):
+                return f"This is a normal {x}."
+            return NOTHING
+        if a.startswith("use "):
+            lamp = a[4:]
+            if kind_of(lamp) != LAMP or not s.at or s.location.get(lamp) != s.at:
+                return NOTHING
+            s.lamps_on.add(lamp)
+            return f"You turn on the {lamp}."
+        m = _TAKE.match(a)
+        if m:
+            obj, rec = m.groups()
+            if (
+                s.holding
+                or rec != s.at
+                or not self._visible(s, rec)
+                or obj not in s.contents[rec]
+                or kind_of(obj) == LAMP
+            ):
+                return NOTHING
+            s.contents[rec].remove(obj)
+            s.location[obj] = ""
+            s.holding = obj
+            return f"You pick up the {obj} from the {rec}."
+        m = _PUT.match(a)
+        if m:
+            obj, rec = m.groups()
+            if obj != s.holding or rec != s.at or not self._visible(s, rec):
+                return NOTHING
+            s.contents[rec].append(obj)
+            s.location[obj] = rec
+            s.holding = ""
+            return f"You put the {obj} in/on the {rec}."
+        m = _WITH.match(a)
+        if m:
+            verb, obj, rec = m.groups()
+            task_type = {v: k for k, v in TRANSFORM.items()}[verb]
+            if obj != s.holding or rec != s.at or kind_of(rec) != APPLIANCE[task_type]:
+                return NOTHING
+            if verb == "clean":
+                s.clean.add(obj)
+            elif verb == "heat":
+                s.hot.add(obj)
+                s.cool.discard(obj)
+            else:
+                s.cool.add(obj)
+                s.hot.discard(obj)
+            return f"You {verb} the {obj} using the {rec}."
+        return NOTHING
+
+    def _goal_reached(self, t: Task, s: _State) -> bool:
+        if t.task_type == "look_at_obj_in_light":
+            return kind_of(s.holding) == t.obj_kind and any(s.location.get(lamp) == s.at for lamp in s.lamps_on)
+        need = {"pick_clean_then_place": s.clean, "pick_heat_then_place": s.hot, "pick_cool_then_place": s.cool}.get(
+            t.task_type
+        )
+        for rec, objs in s.contents.items():
+            if kind_of(rec) != t.destination:
+                continue
+            good = [o for o in objs if kind_of(o) == t.obj_kind and (need is None or o in need)]
+            if len(good) >= (2 if t.task_type == "pick_two_obj_and_place" else 1):
+                return True
+        return False
+
+    # -- valid actions, snapshots, expert -------------------------------------------------------
+    def valid_actions(self) -> list[str]:
+        t = self._require_task()
+        s = self._state
+        assert s is not None
+        acts = ["inventory", "look"]
+        acts += [f"go to {r}" for r in t.receptacles if r != s.at]
+        if s.holding:
+            acts.append(f"examine {s.holding}")
+        if s.at:
+            acts.append(f"examine {s.at}")
+            if s.at in s.is_open:
+                acts.append(f"{'close' if s.is_open[s.at] else 'open'} {s.at}")
+            if self._visible(s, s.at):
+                for obj in s.contents[s.at]:
+                    acts.append(f"examine {obj}")
+                    if kind_of(obj) == LAMP:
+                        acts.append(f"use {obj}")
+                    elif not s.holding:
+                        acts.append(f"take {obj} from {s.at}")
+                if s.holding:
+                    acts.append(f"put {s.holding} in/on {s.at}")
+            if s.holding:
+                for task_type, appliance in APPLIANCE.items():
+                    if kind_of(s.at) == appliance:
+                        acts.append(f"{TRANSFORM[task_type]} {s.holding} with {s.at}")
+        return sorted(set(acts))
+
+    def snapshot(self) -> tuple[Task, _State]:
+        t = self._require_task()
+        assert self._state is not None
+        return (t, self._state.copy())
+
+    def restore(self, snapshot: Any) -> None:
+        task, state = snapshot
+        self._task = task
+        self._state = state.copy()
+
+    def expert_actions(self) -> list[str]:
+        """A planner with privileged knowledge of where every object is; wins every task."""
+        t = self._require_task()
+        if self._state is None or self._state.steps:
+            raise NoExpertError("the household expert plans from the start of a task: call reset(task) first")
+        return plan(t)
+
+
+def plan(t: Task) -> list[str]:
+    """The expert's action sequence for task `t`, from its initial state."""
+    at = ""
+    opened: set[str] = set()
+    contents: dict[str, list[str]] = {r: [] for r in t.receptacles}
+    for obj, rec in t.placement:
+        contents[rec].append(obj)
+    actions: list[str] = []
+
+    def go(rec: str) -> None:
+        nonlocal at
+        if at != rec:
+            actions.append(f"go to {rec}")
+            at = rec
+        if rec in t.openable and rec not in opened:
+            actions.append(f"open {rec}")
+            opened.add(rec)
+
+    candidates = [o for o, _ in t.placement if kind_of(o) == t.obj_kind]
+    location = dict(t.placement)
+    if t.task_type == "look_at_obj_in_light":
+        obj = candidates[0]
+        lamp = next(o for o, _ in t.placement if kind_of(o) == LAMP)
+        go(location[obj])
+        actions.append(f"take {obj} from {location[obj]}")
+        go(location[lamp])
+        actions.append(f"use {lamp}")
+        return actions
+    destination = next(r for r in t.receptacles if kind_of(r) == t.destination)
+    needed = 2 if t.task_type == "pick_two_obj_and_place" else 1
+    for obj in candidates[:needed]:
+        go(location[obj])
+        actions.append(f"take {obj} from {location[obj]}")
+        if t.task_type in APPLIANCE:
+            appliance = next(r for r in t.receptacles if kind_of(r) == APPLIANCE[t.task_type])
+            if at != appliance:
+                actions.append(f"go to {appliance}")
+                at = appliance
+            actions.append(f"{TRANSFORM[t.task_type]} {obj} with {appliance}")
+        go(destination)
+        actions.append(f"put {obj} in/on {destination}")
+    return actions

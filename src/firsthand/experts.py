@@ -1,0 +1,247 @@
+"""Expert trajectories: run an environment's expert, or import demonstrations, and verify each by replay.
+
+Output directory (stage "collect")::
+
+    trajectories-00000.jsonl ...   one Trajectory record per line (see README, "Record schema")
+    rejected.jsonl                 imported lines that were dropped, with line number and reason
+    config.json, manifest.json
+
+Demonstrations to import are JSONL, one per line: ``{"task": "train-12", "actions": ["go to ..."]}``.
+Full Trajectory records (with "steps") are accepted too; their recorded observations must then match
+what the environment returns on replay.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from firsthand.artifacts import MANIFEST, read_jsonl, read_manifest, write_jsonl_atomic, write_manifest
+from firsthand.contract import Env, FirsthandError, InvalidInputError, ReplayError, Step, Trajectory
+from firsthand.registry import make
+from firsthand.sharding import run_sharded
+
+log = logging.getLogger(__name__)
+
+
+def normalize(text: str) -> str:
+    """The form in which observations are compared: whitespace collapsed."""
+    return " ".join(text.split())
+
+
+def replay(
+    env: Env,
+    task: str,
+    actions: Sequence[str],
+    *,
+    observations: Sequence[str] | None = None,
+    source: str = "expert",
+    trajectory_id: str | None = None,
+) -> Trajectory:
+    """Replay `actions` on `task` and return the recorded Trajectory; raise ReplayError unless it wins.
+
+    Every action must be in the environment's valid actions at its state (when the environment lists
+    them), and, when `observations` are given (the observation at each state, then the final one),
+    each must match what the environment returns.
+    """
+    if not actions:
+        raise ReplayError("the demonstration has no actions")
+    observation, info = env.reset(task)
+    steps: list[Step] = []
+    for i, action in enumerate(actions):
+        if observations is not None and normalize(observations[i]) != normalize(observation):
+            raise ReplayError(
+                f"step {i}: the recorded observation {observations[i][:80]!r} differs from the environment's "
+                f"{observation[:80]!r}"
+            )
+        valid = env.valid_actions()
+        if valid and action not in valid:
+            raise ReplayError(
+                f"step {i}: action {action!r} is not valid at its state (valid: {', '.join(valid[:12])}, ...)"
+            )
+        result = env.step(action)
+        steps.append(
+            Step(
+                observation,
+                action,
+                result.observation,
+                result.reward,
+                result.terminated,
+                result.truncated,
+                result.won,
+                valid,
+            )
+        )
+        observation = result.observation
+        if (result.terminated or result.truncated) and i < len(actions) - 1:
+            end = "won" if result.won else ("truncated" if result.truncated else "terminated")
+            raise ReplayError(f"step {i}: the episode {end} with {len(actions) - i - 1} actions still to go")
+    if observations is not None and len(observations) > len(actions):
+        if normalize(observations[len(actions)]) != normalize(observation):
+            raise ReplayError("the recorded final observation differs from the environment's")
+    if not steps[-1].won:
+        raise ReplayError(f"the demonstration does not win: after {len(actions)} actions the task is not done")
+    return Trajectory(
+        id=trajectory_id or task,
+        env=env.name,
+        split=env.split,
+        task=task,
+        goal=str(info.get("goal", "")),
+        steps=steps,
+        source=source,
+    )
+
+
+# -- the shard workers (top-level so that spawned worker processes can import them) ---------------
+def _collect_shard(tasks: Sequence[str], config: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    env = make(config["env"], config["split"], **config["env_kwargs"])
+    records: list[dict[str, Any]] = []
+    stats = {"episodes": 0, "won": 0, "failed": 0, "steps": 0}
+    for task in tasks:
+        stats["episodes"] += 1
+        try:
+            env.reset(task)
+            actions = env.expert_actions()
+            trajectory = replay(env, task, actions)  # running the expert *is* its verification by replay
+        except FirsthandError as e:
+            log.warning("expert failed on %s: %s", task, e)
+            stats["failed"] += 1
+            continue
+        stats["won"] += 1
+        stats["steps"] += len(trajectory.steps)
+        records.append(trajectory.to_dict())
+    return records, stats
+
+
+def _import_shard(
+    lines: Sequence[tuple[int, str]], config: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    env = make(config["env"], config["split"], **config["env_kwargs"])
+    records: list[dict[str, Any]] = []
+    stats = {"episodes": 0, "won": 0, "failed": 0, "steps": 0}
+    for lineno, text in lines:
+        stats["episodes"] += 1
+        try:
+            trajectory = _import_line(env, lineno, text)
+        except (FirsthandError, ValueError, KeyError, TypeError) as e:
+            stats["failed"] += 1
+            records.append({"rejected": True, "line": lineno, "reason": str(e)})
+            continue
+        stats["won"] += 1
+        stats["steps"] += len(trajectory.steps)
+        records.append(trajectory.to_dict())
+    return records, stats
+
+
+def _import_line(env: Env, lineno: int, text: str) -> Trajectory:
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InvalidInputError(f"not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("task"), str):
+        raise InvalidInputError('expected an object with a string "task" and a list "actions" (or "steps")')
+    observations = None
+    if "steps" in record:
+        steps = record["steps"]
+        actions = [s["action"] for s in steps]
+        observations = [s["observation"] for s in steps]
+        if steps and "next_observation" in steps[-1]:
+            observations.append(steps[-1]["next_observation"])
+    else:
+        actions = record.get("actions")
+    if not isinstance(actions, list) or not all(isinstance(a, str) for a in actions):
+        raise InvalidInputError('"actions" must be a list of strings')
+    return replay(
+        env,
+        record["task"],
+        actions,
+        observations=observations,
+        source="imported",
+        trajectory_id=str(record.get("id", f"line-{lineno}")),
+    )
+
+
+def collect(
+    env: str,
+    split: str,
+    episodes: int,
+    out: Path,
+    *,
+    source: Path | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    workers: int = 1,
+    shard_size: int = 50,
+    on_progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Collect verified expert trajectories into `out`; return the manifest.
+
+    With `source`, import the demonstrations in that JSONL file instead of running the expert
+    (`episodes` then caps how many lines are read; 0 reads all).
+    """
+    out = Path(out)
+    if (out / MANIFEST).exists():
+        log.info("%s is already complete; skipping collect", out)
+        return read_manifest(out, "collect")
+    if episodes < 0:
+        raise InvalidInputError(f"--episodes must be positive, got {episodes!r}")
+    envobj = make(env, split, **(env_kwargs or {}))  # validates the names before any work
+    config: dict[str, Any] = {
+        "env": env,
+        "split": split,
+        "episodes": episodes,
+        "env_kwargs": env_kwargs or {},
+        "source": str(source) if source else None,
+        "shard_size": shard_size,
+    }
+    if source is None:
+        if episodes == 0:
+            raise InvalidInputError("--episodes must be at least 1 when running the expert")
+        items: list[Any] = envobj.tasks(episodes)
+        fn = _collect_shard
+    else:
+        if not Path(source).is_file():
+            raise InvalidInputError(f"demonstration file {str(source)!r} does not exist")
+        with open(source, encoding="utf-8") as f:
+            items = [(n, line) for n, line in enumerate(f, start=1) if line.strip()]
+        if episodes:
+            items = items[:episodes]
+        fn = _import_shard
+    names, stats = run_sharded(
+        fn,
+        items,
+        out=out,
+        prefix="trajectories",
+        config=config,
+        shard_size=shard_size,
+        workers=workers,
+        on_shard=on_progress,
+    )
+    if source is not None:
+        _split_rejected(out, names)
+    return write_manifest(out, stage="collect", count=stats["won"], config=config, files=names, extra={"stats": stats})
+
+
+def _split_rejected(out: Path, names: list[str]) -> None:
+    """Move the rejection records of imported shards into rejected.jsonl (shards keep trajectories).
+
+    rejected.jsonl is written before any shard is rewritten, so an interruption loses nothing.
+    """
+    path = out / "rejected.jsonl"
+    rejected = {r["line"]: r for r in read_jsonl(path)} if path.exists() else {}
+    shards = {name: list(read_jsonl(out / name)) for name in names}
+    rejected.update({r["line"]: r for records in shards.values() for r in records if r.get("rejected")})
+    write_jsonl_atomic(path, (rejected[n] for n in sorted(rejected)))
+    for name, records in shards.items():
+        if any(r.get("rejected") for r in records):
+            write_jsonl_atomic(out / name, (r for r in records if not r.get("rejected")))
+    for n in sorted(rejected):
+        log.warning("line %d rejected: %s", n, rejected[n]["reason"])
+
+
+def load_trajectories(directory: Path) -> list[Trajectory]:
+    """Read the trajectories of a finished collect directory, in order."""
+    manifest = read_manifest(Path(directory), "collect")
+    return [Trajectory.from_dict(r) for name in manifest["files"] for r in read_jsonl(Path(directory) / name)]

@@ -1,0 +1,115 @@
+"""Run a stage's work in shards, over worker processes, resuming from shards already on disk.
+
+A stage splits its work items into fixed shards (shard i = items[i*size:(i+1)*size]); a worker
+turns one shard into records plus a small stats dict. The parent writes each finished shard
+atomically (stats sidecar first, records file last), so an interrupted run loses at most the
+shards in flight, and a resumed run skips every shard whose records file exists. Records depend
+only on the items and the configuration, never on timing or worker count, so a resumed run
+produces byte-identical output.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+from firsthand.artifacts import write_json_atomic, write_jsonl_atomic
+from firsthand.contract import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+ShardFn = Callable[[Sequence[Any], dict[str, Any]], tuple[list[dict[str, Any]], dict[str, int]]]
+"""(items of one shard, stage config) -> (records, integer counters)."""
+
+
+def shard_name(prefix: str, index: int) -> str:
+    return f"{prefix}-{index:05d}.jsonl"
+
+
+def check_config(out: Path, config: dict[str, Any]) -> None:
+    """Record `config` in out/config.json, or check that a resumed run uses the same one."""
+    path = out / "config.json"
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old != config:
+            changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+            raise InvalidInputError(
+                f"{str(out)!r} holds a run with a different configuration (differs in: {', '.join(changed)}); "
+                f"resume with the same settings, or choose another --out"
+            )
+    else:
+        write_json_atomic(path, config)
+
+
+def run_sharded(
+    fn: ShardFn,
+    items: Sequence[Any],
+    *,
+    out: Path,
+    prefix: str,
+    config: dict[str, Any],
+    shard_size: int,
+    workers: int = 1,
+    on_shard: Callable[[int], None] | None = None,
+) -> tuple[list[str], dict[str, int]]:
+    """Process `items` in shards with `fn`; return (shard file names, summed counters).
+
+    `on_shard(n_items)` is called after each shard is written (the CLI advances its progress bar).
+    """
+    if shard_size < 1:
+        raise InvalidInputError(f"shard size must be at least 1, got {shard_size!r}")
+    if workers < 1:
+        raise InvalidInputError(f"--workers must be at least 1, got {workers!r}")
+    out.mkdir(parents=True, exist_ok=True)
+    check_config(out, config)
+    for stale in out.glob(f".{prefix}-*.tmp"):  # half-written shards of a killed run
+        stale.unlink()
+    shards = [items[i : i + shard_size] for i in range(0, len(items), shard_size)]
+    names = [shard_name(prefix, i) for i in range(len(shards))]
+    pending = [i for i, name in enumerate(names) if not (out / name).exists() or not _stats_path(out, name).exists()]
+    if len(pending) < len(shards):
+        log.info("resuming: %d of %d shards already done in %s", len(shards) - len(pending), len(shards), out)
+        if on_shard:
+            on_shard(sum(len(shards[i]) for i in range(len(shards)) if i not in set(pending)))
+
+    def save(i: int, records: list[dict[str, Any]], stats: dict[str, int]) -> None:
+        write_json_atomic(_stats_path(out, names[i]), stats)
+        write_jsonl_atomic(out / names[i], records)
+        if on_shard:
+            on_shard(len(shards[i]))
+
+    if workers == 1 or len(pending) <= 1:
+        for i in pending:
+            save(i, *fn(shards[i], config))
+    else:
+        # spawn, not fork: the parent may hold threads (progress bars, torch) that fork would copy.
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = {}
+            queue = list(pending)
+            try:
+                while queue or futures:
+                    while queue and len(futures) < 2 * workers:
+                        i = queue.pop(0)
+                        futures[pool.submit(fn, shards[i], config)] = i
+                    done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        save(futures.pop(future), *future.result())
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+
+    totals: dict[str, int] = {}
+    for name in names:
+        for key, value in json.loads(_stats_path(out, name).read_text(encoding="utf-8")).items():
+            totals[key] = totals.get(key, 0) + value
+    return names, totals
+
+
+def _stats_path(out: Path, name: str) -> Path:
+    return out / (name.removesuffix(".jsonl") + ".stats.json")

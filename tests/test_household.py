@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import pytest
+
+from env_contract import EnvContract
+from firsthand import InvalidInputError, make
+from firsthand.envs.household import TASK_TYPES, generate
+from firsthand.envs.household.env import NOTHING
+from firsthand.envs.household.world import held_out, kind_of
+from firsthand.experts import replay
+
+
+class TestHouseholdContract(EnvContract):
+    env_name = "household"
+
+
+def test_expert_wins_200_tasks_of_every_type_and_split() -> None:
+    seen: dict[str, set[str]] = {}
+    won = 0
+    for split in ("train", "id_test", "ood_test"):
+        env = make("household", split)
+        for task in env.tasks(80):
+            env.reset(task)
+            trajectory = replay(env, task, env.expert_actions())
+            assert trajectory.won and trajectory.steps[-1].terminated and not trajectory.steps[-1].truncated
+            seen.setdefault(split, set()).add(generate(split, int(task.split("-")[1])).task_type)
+            won += 1
+    assert won >= 200
+    for split, types in seen.items():
+        assert types == set(TASK_TYPES), f"{split} misses task types {set(TASK_TYPES) - types}"
+
+
+def test_ood_uses_only_held_out_pairings() -> None:
+    for split in ("train", "id_test", "ood_test"):
+        for i in range(150):
+            t = generate(split, i)
+            assert held_out(t.obj_kind, t.destination) == (split == "ood_test"), t
+
+
+def test_train_and_id_test_are_disjoint_worlds() -> None:
+    train = {generate("train", i) for i in range(300)}
+    assert not train & {generate("id_test", i) for i in range(300)}
+
+
+def test_generation_is_deterministic() -> None:
+    assert generate("train", 7) == generate("train", 7)
+    assert generate("train", 7) != generate("train", 8)
+
+
+def test_alfworld_wording() -> None:
+    env = make("household", "train")
+    obs, info = env.reset("train-2")
+    assert obs.startswith("You are in the middle of a room. Looking quickly around you, you see a ")
+    assert obs.endswith(f"Your task is to: {info['goal']}")
+    assert env.step("fly to the moon").observation == NOTHING
+    r = env.step("go to fridge 1")
+    assert r.observation == "You arrive at fridge 1. The fridge 1 is closed."
+    assert env.step("go to fridge 1").observation == NOTHING  # already there
+    assert env.step("open fridge 1").observation.startswith(
+        "You open the fridge 1. The fridge 1 is open. In it, you see"
+    )
+    assert env.step("close fridge 1").observation == "You close the fridge 1."
+    assert env.step("inventory").observation == "You are not carrying anything."
+
+
+def test_every_valid_action_does_something() -> None:
+    """Valid actions never answer "Nothing happens." (and other actions always do)."""
+    env = make("household", "train")
+    for task in env.tasks(5):
+        env.reset(task)
+        for expert_action in env.expert_actions():
+            snap = env.snapshot()
+            for action in env.valid_actions():
+                env.restore(snap)
+                assert env.step(action).observation != NOTHING, (task, action)
+            env.restore(snap)
+            env.step(expert_action)
+
+
+def test_holding_one_object_at_a_time() -> None:
+    env = make("household", "train")
+    env.reset("train-2")  # two tomatoes on countertop 1
+    env.step("go to countertop 1")
+    assert env.step("take tomato 1 from countertop 1").observation.startswith("You pick up")
+    assert env.step("take tomato 2 from countertop 1").observation == NOTHING
+    assert "take tomato 2 from countertop 1" not in env.valid_actions()
+
+
+def test_truncated_is_not_won() -> None:
+    env = make("household", "train", max_steps=3)
+    env.reset("train-0")
+    results = [env.step("look") for _ in range(3)]
+    assert results[-1].truncated and not results[-1].terminated and not results[-1].won
+    with pytest.raises(InvalidInputError, match="reset"):
+        env.step("look")
+
+
+def test_transformations_change_state() -> None:
+    env = make("household", "train")
+    env.reset("train-0")  # put a hot tomato in diningtable
+    actions = env.expert_actions()
+    heat = next(a for a in actions if a.startswith("heat "))
+    assert kind_of(heat.split(" with ")[1]) == "microwave"
+    without_heat = [a for a in actions if a != heat]
+    from firsthand import ReplayError
+
+    with pytest.raises(ReplayError, match="does not win"):
+        replay(env, "train-0", without_heat)
+
+
+def test_bad_task_id() -> None:
+    env = make("household", "train")
+    with pytest.raises(InvalidInputError, match="'kitchen-1'"):
+        env.reset("kitchen-1")
