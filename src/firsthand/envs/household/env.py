@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from firsthand.contract import SPLITS, InvalidInputError, NoExpertError, StepResult, UnknownNameError
@@ -19,13 +21,14 @@ _WITH = re.compile(r"^(clean|heat|cool) (.+?) with (.+)$")
 class _State:
     """The mutable part of a world. Copied field by field for snapshots (cheaper than deepcopy)."""
 
-    contents: dict[str, list[str]]
+    contents: dict[str, tuple[str, ...]]  # tuples: a snapshot copies the dict, not every list
     location: dict[str, str]  # object -> receptacle it is in/on ("" while carried)
     is_open: dict[str, bool]
-    clean: set[str] = field(default_factory=set)
-    hot: set[str] = field(default_factory=set)
-    cool: set[str] = field(default_factory=set)
-    lamps_on: set[str] = field(default_factory=set)
+    # frozensets are replaced, never mutated, so copies can share them
+    clean: frozenset[str] = frozenset()
+    hot: frozenset[str] = frozenset()
+    cool: frozenset[str] = frozenset()
+    lamps_on: frozenset[str] = frozenset()
     at: str = ""  # "" = the middle of the room
     holding: str = ""
     steps: int = 0
@@ -33,13 +36,13 @@ class _State:
 
     def copy(self) -> _State:
         return _State(
-            contents={k: list(v) for k, v in self.contents.items()},
+            contents=dict(self.contents),
             location=dict(self.location),
             is_open=dict(self.is_open),
-            clean=set(self.clean),
-            hot=set(self.hot),
-            cool=set(self.cool),
-            lamps_on=set(self.lamps_on),
+            clean=self.clean,
+            hot=self.hot,
+            cool=self.cool,
+            lamps_on=self.lamps_on,
             at=self.at,
             holding=self.holding,
             steps=self.steps,
@@ -47,12 +50,45 @@ class _State:
         )
 
 
-def _listing(items: list[str]) -> str:
+def _listing(items: Sequence[str]) -> str:
     """ALFWorld's list wording: "a mug 1", "a mug 1, and a cup 2", "a a, a b, and a c"."""
     if not items:
         return "nothing"
     words = [f"a {x}" for x in items]
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + ", and " + words[-1]
+
+
+@functools.lru_cache(maxsize=4096)
+def _destinations(t: Task) -> tuple[str, ...]:
+    return tuple(r for r in t.receptacles if kind_of(r) == t.destination)
+
+
+@functools.lru_cache(maxsize=65536)
+def _valid_actions(t: Task, at: str, holding: str, is_open: bool | None, here: tuple[str, ...]) -> tuple[str, ...]:
+    """Valid actions as a pure function of what they depend on, memoised: branching asks for
+    them after every restore to check re-synchronisation, so this is on the hot path."""
+    acts = ["inventory", "look"]
+    acts += [f"go to {r}" for r in t.receptacles if r != at]
+    if holding:
+        acts.append(f"examine {holding}")
+    if at:
+        acts.append(f"examine {at}")
+        if is_open is not None:
+            acts.append(f"{'close' if is_open else 'open'} {at}")
+        if is_open is not False:
+            for obj in here:
+                acts.append(f"examine {obj}")
+                if kind_of(obj) == LAMP:
+                    acts.append(f"use {obj}")
+                elif not holding:
+                    acts.append(f"take {obj} from {at}")
+            if holding:
+                acts.append(f"put {holding} in/on {at}")
+        if holding:
+            for task_type, appliance in APPLIANCE.items():
+                if kind_of(at) == appliance:
+                    acts.append(f"{TRANSFORM[task_type]} {holding} with {at}")
+    return tuple(sorted(set(acts)))
 
 
 def _room_view(t: Task) -> str:
@@ -101,10 +137,10 @@ class HouseholdEnv:
     def reset(self, task: str, *, seed: int | None = None) -> tuple[str, dict[str, Any]]:
         """Start `task`. Generation is a function of the task alone, so `seed` changes nothing."""
         t = self._parse_task(task)
-        contents: dict[str, list[str]] = {r: [] for r in t.receptacles}
+        contents: dict[str, tuple[str, ...]] = dict.fromkeys(t.receptacles, ())
         location: dict[str, str] = {}
         for obj, rec in t.placement:
-            contents[rec].append(obj)
+            contents[rec] += (obj,)
             location[obj] = rec
         self._task = t
         self._state = _State(contents=contents, location=location, is_open={r: False for r in t.openable})
@@ -174,7 +210,7 @@ class HouseholdEnv:
             lamp = a[4:]
             if kind_of(lamp) != LAMP or not s.at or s.location.get(lamp) != s.at:
                 return NOTHING
-            s.lamps_on.add(lamp)
+            s.lamps_on |= {lamp}
             return f"You turn on the {lamp}."
         m = _TAKE.match(a)
         if m:
@@ -187,7 +223,7 @@ class HouseholdEnv:
                 or kind_of(obj) == LAMP
             ):
                 return NOTHING
-            s.contents[rec].remove(obj)
+            s.contents[rec] = tuple(o for o in s.contents[rec] if o != obj)
             s.location[obj] = ""
             s.holding = obj
             return f"You pick up the {obj} from the {rec}."
@@ -196,7 +232,7 @@ class HouseholdEnv:
             obj, rec = m.groups()
             if obj != s.holding or rec != s.at or not self._visible(s, rec):
                 return NOTHING
-            s.contents[rec].append(obj)
+            s.contents[rec] += (obj,)
             s.location[obj] = rec
             s.holding = ""
             return f"You put the {obj} in/on the {rec}."
@@ -207,13 +243,13 @@ class HouseholdEnv:
             if obj != s.holding or rec != s.at or kind_of(rec) != APPLIANCE[task_type]:
                 return NOTHING
             if verb == "clean":
-                s.clean.add(obj)
+                s.clean |= {obj}
             elif verb == "heat":
-                s.hot.add(obj)
-                s.cool.discard(obj)
+                s.hot |= {obj}
+                s.cool -= {obj}
             else:
-                s.cool.add(obj)
-                s.hot.discard(obj)
+                s.cool |= {obj}
+                s.hot -= {obj}
             return f"You {verb} the {obj} using the {rec}."
         return NOTHING
 
@@ -223,9 +259,8 @@ class HouseholdEnv:
         need = {"pick_clean_then_place": s.clean, "pick_heat_then_place": s.hot, "pick_cool_then_place": s.cool}.get(
             t.task_type
         )
-        for rec, objs in s.contents.items():
-            if kind_of(rec) != t.destination:
-                continue
+        for rec in _destinations(t):
+            objs = s.contents[rec]
             good = [o for o in objs if kind_of(o) == t.obj_kind and (need is None or o in need)]
             if len(good) >= (2 if t.task_type == "pick_two_obj_and_place" else 1):
                 return True
@@ -236,28 +271,7 @@ class HouseholdEnv:
         t = self._require_task()
         s = self._state
         assert s is not None
-        acts = ["inventory", "look"]
-        acts += [f"go to {r}" for r in t.receptacles if r != s.at]
-        if s.holding:
-            acts.append(f"examine {s.holding}")
-        if s.at:
-            acts.append(f"examine {s.at}")
-            if s.at in s.is_open:
-                acts.append(f"{'close' if s.is_open[s.at] else 'open'} {s.at}")
-            if self._visible(s, s.at):
-                for obj in s.contents[s.at]:
-                    acts.append(f"examine {obj}")
-                    if kind_of(obj) == LAMP:
-                        acts.append(f"use {obj}")
-                    elif not s.holding:
-                        acts.append(f"take {obj} from {s.at}")
-                if s.holding:
-                    acts.append(f"put {s.holding} in/on {s.at}")
-            if s.holding:
-                for task_type, appliance in APPLIANCE.items():
-                    if kind_of(s.at) == appliance:
-                        acts.append(f"{TRANSFORM[task_type]} {s.holding} with {s.at}")
-        return sorted(set(acts))
+        return list(_valid_actions(t, s.at, s.holding, s.is_open.get(s.at), s.contents.get(s.at, ())))
 
     def snapshot(self) -> tuple[Task, _State]:
         t = self._require_task()

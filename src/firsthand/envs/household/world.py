@@ -12,6 +12,7 @@ Splits:
 
 from __future__ import annotations
 
+import functools
 import random
 import zlib
 from dataclasses import dataclass
@@ -220,6 +221,7 @@ class Task:
     placement: tuple[tuple[str, str], ...]  # (object, receptacle) at the start
 
 
+@functools.cache
 def kind_of(name: str) -> str:
     """ "cabinet 3" -> "cabinet"."""
     return name.rsplit(" ", 1)[0]
@@ -246,6 +248,7 @@ def _candidates(room: str, task_type: str, present: set[str], split: str) -> lis
     return pairs
 
 
+@functools.lru_cache(maxsize=4096)
 def generate(split: str, index: int) -> Task:
     """Generate task `index` of `split` deterministically."""
     rng = random.Random(SPLIT_SEED_BASE[split] + index)

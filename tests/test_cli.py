@@ -1,0 +1,68 @@
+"""Smoke tests: the real `firsthand` command through subprocess, on a tiny budget."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+CLI = [sys.executable, "-m", "firsthand.cli"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_help_lists_every_command() -> None:
+    r = run("--help")
+    assert r.returncode == 0
+    for command in ("collect", "branch", "check", "envs", "run"):
+        assert command in r.stdout
+
+
+def test_collect_then_branch(tmp_path: Path) -> None:
+    r = run("collect", "--env", "household", "--split", "train", "--episodes", "12", "--out", str(tmp_path / "e"))
+    assert r.returncode == 0, r.stderr
+    r = run(
+        "branch",
+        "--experts",
+        str(tmp_path / "e"),
+        "--k",
+        "3",
+        "--workers",
+        "2",
+        "--shard-size",
+        "4",
+        "--out",
+        str(tmp_path / "b"),
+    )
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["stage"] == "branch" and manifest["config"]["branch"]["k"] == 3
+    assert manifest["count"] == 4 * manifest["stats"]["states"] > 0
+
+
+def test_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    r = run("collect", "--env", "alfworld", "--out", str(tmp_path / "e"))
+    assert r.returncode == 2 and "unknown environment 'alfworld'" in r.stderr and "household" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = run("collect", "--split", "dev", "--out", str(tmp_path / "e"))
+    assert r.returncode == 2 and "unknown split 'dev'" in r.stderr and "ood_test" in r.stderr
+    r = run("collect", "--episodes", "3", "--out", str(tmp_path / "e"))
+    r = run("branch", "--experts", str(tmp_path / "e"), "--k", "0", "--out", str(tmp_path / "b"))
+    assert r.returncode == 2 and "--k must be at least 1" in r.stderr
+    assert not (tmp_path / "b").exists()
+
+
+def test_import_reports_bad_lines(tmp_path: Path) -> None:
+    demos = tmp_path / "demos.jsonl"
+    demos.write_text('{"task": "train-0", "actions": ["look"]}\n[1, 2\n')
+    r = run("collect", "--from", str(demos), "--episodes", "0", "--out", str(tmp_path / "e"))
+    assert r.returncode == 0, r.stderr
+    assert "line 1: the demonstration does not win" in r.stderr and "line 2: not valid JSON" in r.stderr
+
+
+def test_check_command() -> None:
+    r = run("check", "--env", "household", "--split", "ood_test", "--tasks", "2")
+    assert r.returncode == 0 and "passed" in r.stdout
