@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from firsthand import UnknownNameError
+from firsthand.branching import BranchConfig, branch, load_branches
+from firsthand.build import BuildConfig, build, load_records
+from firsthand.experts import collect
+from firsthand.prompts import (
+    OBS_CLOSE,
+    OBS_OPEN,
+    POLICY_INSTRUCTION,
+    WORLD_MODEL_INSTRUCTION,
+    parse_action,
+    reflection_problems,
+    template_reflection,
+)
+
+
+@pytest.fixture(scope="module")
+def branches(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("pipeline")
+    collect("household", "train", 10, root / "experts")
+    branch(root / "experts", root / "branches", BranchConfig(k=4))
+    return root / "branches"
+
+
+def test_il_records_are_policy_prompts_with_expert_actions(branches: Path, tmp_path: Path) -> None:
+    manifest = build("il", branches, tmp_path / "il")
+    trajectories, _ = load_branches(branches)
+    records = load_records(tmp_path / "il")
+    assert manifest["count"] == len(records) == sum(len(t.steps) for t in trajectories)
+    for r in records:
+        assert r["prompt"].startswith(POLICY_INSTRUCTION)
+        step = next(t for t in trajectories if t.id == r["trajectory_id"]).steps[r["step_index"]]
+        assert r["completion"] == f"Action: {step.action}"
+        assert f"Current observation: {step.observation}" in r["prompt"]
+        assert parse_action(r["completion"]) == step.action
+
+
+def test_iwm_records_have_their_own_instruction_and_delimited_targets(branches: Path, tmp_path: Path) -> None:
+    build("iwm", branches, tmp_path / "iwm")
+    _, all_branches = load_branches(branches)
+    records = load_records(tmp_path / "iwm")
+    assert len(records) == len(all_branches)  # alternatives and expert transitions
+    assert {r["kind"] for r in records} == {"alternative", "expert_transition"}
+    for r, b in zip(records, all_branches, strict=True):
+        assert r["prompt"].startswith(WORLD_MODEL_INSTRUCTION) and POLICY_INSTRUCTION not in r["prompt"]
+        assert r["prompt"].endswith(f"Action taken: {b.action}")
+        assert r["completion"] == f"{OBS_OPEN}\n{b.next_observation}\n{OBS_CLOSE}"
+        assert parse_action(r["completion"]) is None  # never looks like a policy answer
+
+
+def test_sr_records_reflect_on_executed_alternatives_then_act(branches: Path, tmp_path: Path) -> None:
+    manifest = build("sr", branches, tmp_path / "sr", BuildConfig(sr_alternatives=2))
+    _, all_branches = load_branches(branches)
+    outcomes = {(b.trajectory_id, b.step_index, b.action): b.next_observation for b in all_branches}
+    records = load_records(tmp_path / "sr")
+    assert manifest["stats"]["records"] == len(records) > 0
+    for r in records:
+        thought, action_line = r["completion"].rsplit("\nAction: ", 1)
+        assert thought.startswith("Thought: ") and reflection_problems(thought, action_line) == []
+        assert r["prompt"].startswith(POLICY_INSTRUCTION)
+        # every alternative named in the reflection was executed from this state, with that outcome
+        named = [seg.split("'", 2)[1] for seg in thought.split("If I chose ")[1:]]
+        assert len(named) == 2
+        for action in named:
+            assert f'"{outcomes[(r["trajectory_id"], r["step_index"], action)]}"' in thought
+        for word in ("expert", "Action 1", "correct", "option"):
+            assert word.lower() not in thought.lower()
+
+
+def test_exports_chat_files_and_a_datasets_table(branches: Path, tmp_path: Path) -> None:
+    import datasets
+
+    build("il", branches, tmp_path / "il")
+    chat = [json.loads(line) for line in (tmp_path / "il" / "expert_sft.jsonl").open()]
+    assert [m["role"] for m in chat[0]["messages"]] == ["user", "assistant"]
+    table = datasets.load_dataset("parquet", data_files=str(tmp_path / "il" / "data.parquet"), split="train")
+    assert {"prompt", "completion"} <= set(table.column_names) and len(table) == len(chat)
+    assert (tmp_path / "il" / "samples.txt").read_text().count("=== PROMPT ===") == 3
+
+
+def test_unknown_method(branches: Path, tmp_path: Path) -> None:
+    with pytest.raises(UnknownNameError, match="'star'.*il, iwm, sr"):
+        build("star", branches, tmp_path / "x")
+
+
+def test_reflection_filters_catch_known_failure_modes() -> None:
+    assert reflection_problems("The expert action is best. So I will go to desk 1.", "go to desk 1") == [
+        "label_leakage"
+    ]
+    assert "outcome_narration" in reflection_problems("Now I see the mug. So I will take mug 1.", "take mug 1")
+    text = "I should open the drawer first to look inside it. "
+    assert "doubled_output" in reflection_problems(text + text, "open drawer 1")
+    assert reflection_problems("So I will go to sofa 1.", "go to desk 1") == ["wrong_conclusion"]
+    clean = template_reflection(
+        "put a mug in desk.",
+        "go to desk 1",
+        "You arrive at desk 1.",
+        [("look", "You are in the middle of a room."), ("inventory", "Nothing happens.")],
+    )
+    assert reflection_problems(clean, "go to desk 1") == []
+
+
+def test_parse_action() -> None:
+    assert parse_action("Thought: hmm\nAction:  go to  desk 1 \n") == "go to desk 1"
+    assert parse_action("Action: look\nAction: inventory") == "inventory"
+    assert parse_action("go to desk 1") is None
+    assert parse_action("Action:   ") is None
