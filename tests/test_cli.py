@@ -66,3 +66,31 @@ def test_import_reports_bad_lines(tmp_path: Path) -> None:
 def test_check_command() -> None:
     r = run("check", "--env", "household", "--split", "ood_test", "--tasks", "2")
     assert r.returncode == 0 and "passed" in r.stdout
+
+
+def test_run_smoke_preset_end_to_end(tmp_path: Path) -> None:
+    """The real main job on the smoke preset: every stage, results.json/md/png, printed table."""
+    r = subprocess.run(
+        [*CLI, "run", "--preset", "smoke", "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=600
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["preset"] == "smoke" and results["seeds"] == [0]
+    for method in ("random", "il", "iwm", "sr"):
+        for split in ("id_test", "ood_test"):
+            cell = results["results"][method][split]
+            assert cell["episodes"] == 4 and 0 <= cell["ci_low"] <= cell["success"] <= cell["ci_high"] <= 1
+    assert (tmp_path / "run" / "results.png").read_bytes()[:4] == b"\x89PNG"
+    assert "IWM" in r.stdout and "ood_test" in r.stdout
+    for stage in ("experts", "branches", "data/il", "data/iwm", "data/sr", "train/il-seed0", "train/sr-seed0"):
+        assert (tmp_path / "run" / stage / "manifest.json").exists(), stage
+    # A second run finds every stage done and only reprints the table.
+    again = subprocess.run(
+        [*CLI, "run", "--preset", "smoke", "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120
+    )
+    assert again.returncode == 0 and "IWM" in again.stdout
+
+
+def test_run_rejects_unknown_preset(tmp_path: Path) -> None:
+    r = run("run", "--preset", "huge", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "unknown preset 'huge'" in r.stderr and "quickstart" in r.stderr

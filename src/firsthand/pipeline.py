@@ -1,0 +1,196 @@
+"""The main job: collect -> branch -> build -> train IL, IWM and SR -> evaluate -> report.
+
+Presets are plain Python objects; every stage writes its own directory under the run directory,
+so an interrupted run picks up where it stopped and a finished stage is never redone.
+
+    runs/quickstart/
+      experts/  branches/  data/{il,iwm,sr}/  models/tiny-seed0/
+      train/{il,iwm,sr}-seed0/  eval/{method}-seed0-{split}.json
+      results.json  results.md  results.png  preset.json
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from firsthand.artifacts import write_json_atomic
+from firsthand.branching import BranchConfig, branch
+from firsthand.build import BuildConfig, build
+from firsthand.contract import InvalidInputError, UnknownNameError
+from firsthand.evaluate import ModelAgent, RandomAgent, run_episodes, summarize
+from firsthand.experts import collect
+from firsthand.prompts import PromptConfig
+from firsthand.train import TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
+"""progress(description, total) -> context manager yielding advance(n); the CLI draws bars."""
+
+
+@dataclass
+class Preset:
+    """Everything a run needs; `firsthand run --preset NAME` picks one of PRESETS."""
+
+    name: str
+    env: str = "household"
+    model: str = "tiny"
+    train_episodes: int = 150
+    """Expert trajectories collected on the train split (the paper's low-data regime)."""
+    k: int = 8
+    """Alternatives per expert state (IWM uses all; SR contrasts `sr_alternatives` of them)."""
+    sr_alternatives: int = 3
+    eval_episodes: int = 100
+    """Episodes per split and seed."""
+    splits: tuple[str, ...] = ("id_test", "ood_test")
+    seeds: tuple[int, ...] = (0,)
+    methods: tuple[str, ...] = ("il", "iwm", "sr")
+    max_steps: int = 30
+    """Step limit of evaluation episodes."""
+    eval_batch_size: int = 50
+    max_new_tokens: int = 24
+    """Generation budget per step for IL/IWM; SR gets `sr_max_new_tokens` for its thought."""
+    sr_max_new_tokens: int = 320
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    workers: int = 1
+
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset(
+        name="smoke",
+        train_episodes=12,
+        k=2,
+        sr_alternatives=1,
+        eval_episodes=4,
+        max_steps=4,
+        train=TrainConfig(epochs=1, batch_size=8, max_length=768),
+        sr_max_new_tokens=64,
+    ),
+    "quickstart": Preset(name="quickstart"),
+    "standard": Preset(name="standard", train_episodes=300, eval_episodes=200, seeds=(0, 1, 2)),
+}
+
+
+def get_preset(name: str, **overrides: Any) -> Preset:
+    if name not in PRESETS:
+        raise UnknownNameError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return replace(PRESETS[name], **overrides)
+
+
+def _no_progress(description: str, total: int) -> AbstractContextManager[Callable[[int], None]]:
+    return nullcontext(lambda n: None)
+
+
+def run(preset: Preset, out: Path, progress: Progress = _no_progress) -> dict[str, Any]:
+    """Run every stage of `preset` into `out`; return the results (also written to results.json)."""
+    from firsthand.models import resolve
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    preset_path = out / "preset.json"
+    resolved = json.loads(json.dumps(asdict(preset)))
+    if preset_path.exists() and json.loads(preset_path.read_text()) != resolved:
+        raise InvalidInputError(
+            f"{str(out)!r} holds a run with other settings; resume it with the same preset and options, "
+            f"or choose another --out"
+        )
+    write_json_atomic(preset_path, resolved)
+
+    with progress("collect", preset.train_episodes) as advance:
+        collect(
+            preset.env, "train", preset.train_episodes, out / "experts", workers=preset.workers, on_progress=advance
+        )
+    with progress("branch", preset.train_episodes) as advance:
+        branch(out / "experts", out / "branches", BranchConfig(k=preset.k), workers=preset.workers, on_progress=advance)
+    data = {}
+    with progress("build", 3) as advance:
+        for method in ("il", "iwm", "sr"):
+            cfg = BuildConfig(prompt=preset.prompt, sr_alternatives=preset.sr_alternatives)
+            build(method, out / "branches", out / "data" / method, cfg)
+            data[method] = out / "data" / method
+            advance(1)
+
+    evaluations: list[dict[str, Any]] = []
+    for seed in preset.seeds:
+        base = _base_model(preset, out, seed, data, resolve)
+        if preset.model != "tiny":  # a pretrained instruct model: the zero-shot prompt baseline
+            evaluations += _evaluate(preset, out, "prompt", seed, base, progress)
+        for method in preset.methods:
+            cfg = replace(preset.train, seed=seed)
+            manifest = train_with_progress(
+                method, data, base, out / "train" / f"{method}-seed{seed}", cfg, preset, progress
+            )
+            evaluations += _evaluate(preset, out, method, seed, Path(manifest["model"]), progress)
+        evaluations += _evaluate(preset, out, "random", seed, None, progress)
+
+    from firsthand.report import write_report
+
+    return write_report(out, preset, evaluations)
+
+
+def _base_model(preset: Preset, out: Path, seed: int, data: dict[str, Path], resolve: Any) -> Path:
+    if preset.model != "tiny":
+        return resolve(preset.model, out / "models")
+    from firsthand.build import load_records
+    from firsthand.models import TinyConfig, create_tiny
+
+    texts = (r["prompt"] + "\n" + r["completion"] for m in ("il", "iwm", "sr") for r in load_records(data[m]))
+    return create_tiny(texts, out / "models" / f"tiny-seed{seed}", TinyConfig(seed=seed))
+
+
+def train_with_progress(
+    method: str, data: dict[str, Path], base: Path, out: Path, config: TrainConfig, preset: Preset, progress: Progress
+) -> dict[str, Any]:
+    from firsthand.build import load_records
+    from firsthand.train import plan_budget
+
+    n_extra = len(load_records(data[method])) if method != "il" else 0
+    total = sum(steps for _, steps in plan_budget(method, len(load_records(data["il"])), n_extra, config))
+    with progress(f"train {method} seed {config.seed}", total) as advance:
+        return train(method, data, base, out, config, on_step=advance)
+
+
+def _evaluate(
+    preset: Preset, out: Path, method: str, seed: int, model: Path | None, progress: Progress
+) -> list[dict[str, Any]]:
+    rows = []
+    agent: Any = None
+    for split in preset.splits:
+        path = out / "eval" / f"{method}-seed{seed}-{split}.json"
+        if path.exists():
+            rows.append(json.loads(path.read_text())["summary"])
+            continue
+        if agent is None:
+            if model is None:
+                agent = RandomAgent(seed)
+            else:
+                tokens = preset.sr_max_new_tokens if method == "sr" else preset.max_new_tokens
+                agent = ModelAgent.from_path(model, name=method, max_new_tokens=tokens)
+        from firsthand.registry import make
+
+        tasks = make(preset.env, split).tasks(preset.eval_episodes)
+        with progress(f"eval {method} seed {seed} {split}", len(tasks)) as advance:
+            results = run_episodes(
+                preset.env,
+                split,
+                tasks,
+                agent,
+                prompt=preset.prompt,
+                batch_size=preset.eval_batch_size,
+                max_steps=preset.max_steps,
+                on_episode=lambda r: advance(1),
+            )
+        summary = {"method": method, "seed": seed, "split": split, **summarize(results)}
+        from firsthand.evaluate import episode_records
+
+        write_json_atomic(path, {"summary": summary, "episodes": episode_records(results)})
+        rows.append(summary)
+    return rows

@@ -1,0 +1,38 @@
+"""Pure functions for the numbers in reports: confidence intervals and budget matching."""
+
+from __future__ import annotations
+
+import math
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (95% by default); (0, 1) when n = 0."""
+    if n < 0 or not 0 <= successes <= max(n, 0):
+        raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # At p = 0 or 1 one bound is exactly 0 or 1; say so rather than trust rounding.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
+
+
+def steps_per_epoch(examples: int, batch_size: int) -> int:
+    """Optimizer steps in one pass over `examples` (the last partial batch counts)."""
+    return math.ceil(examples / batch_size)
+
+
+def iwm_schedule(budget: int, iwm_examples: int, batch_size: int, max_share: float) -> tuple[int, int]:
+    """Split an IL step budget into (world-model steps, imitation steps) that add up to `budget`.
+
+    Stage 1 is one epoch over the IWM data, capped at `max_share` of the budget (when the rollout data is
+    larger, stage 1 sees a subsample of it); stage 2 spends the rest on the expert data.
+    """
+    if budget < 1:
+        raise ValueError(f"budget must be at least 1 step, got {budget}")
+    first = min(steps_per_epoch(iwm_examples, batch_size), math.floor(budget * max_share))
+    return first, budget - first

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from firsthand.stats import iwm_schedule, steps_per_epoch, wilson_interval
+
+
+def naive_wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    # Solve |p - p_hat| = z * sqrt(p (1 - p) / n) for p: the textbook quadratic.
+    p_hat = k / n
+    a = 1 + z * z / n
+    b = -(2 * p_hat + z * z / n)
+    c = p_hat * p_hat
+    root = math.sqrt(b * b - 4 * a * c)
+    return (-b - root) / (2 * a), (-b + root) / (2 * a)
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 10), (3, 10), (10, 10), (37, 128), (1, 1), (99, 200)])
+def test_wilson_matches_the_quadratic(k: int, n: int) -> None:
+    lo, hi = wilson_interval(k, n)
+    nlo, nhi = naive_wilson(k, n)
+    assert lo == pytest.approx(max(nlo, 0.0), abs=1e-12) and hi == pytest.approx(min(nhi, 1.0), abs=1e-12)
+    assert lo <= k / n <= hi
+
+
+def test_wilson_edge_cases() -> None:
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        wilson_interval(5, 4)
+
+
+def test_iwm_schedule_adds_up_to_the_budget() -> None:
+    assert steps_per_epoch(33, 16) == 3
+    assert iwm_schedule(100, 160, 16, 0.5) == (10, 90)  # one IWM epoch fits
+    assert iwm_schedule(100, 16000, 16, 0.5) == (50, 50)  # capped at half the budget
+    for budget in (1, 7, 100):
+        first, second = iwm_schedule(budget, 999, 8, 0.5)
+        assert first + second == budget and second >= budget / 2
