@@ -102,3 +102,46 @@ def test_batched_and_single_episodes_agree(data: dict[str, Path], tmp_path: Path
     batched = run_episodes("household", "id_test", tasks, agent, batch_size=3, max_steps=2)
     single = run_episodes("household", "id_test", tasks, agent, batch_size=1, max_steps=2)
     assert [r.actions for r in batched] == [r.actions for r in single]
+
+
+def test_policy_proposer_with_a_real_model(data: dict[str, Path], tmp_path: Path) -> None:
+    """`branch --proposer policy` samples from a model; untrained proposals are refilled from valid actions."""
+    model = _tiny(data, tmp_path / "base")
+    experts = data["il"].parent / "experts"
+    manifest = branch(experts, tmp_path / "b", BranchConfig(k=3, proposer="policy"), model=str(model))
+    from firsthand.branching import load_branches
+
+    trajectories, records = load_branches(tmp_path / "b")
+    assert manifest["stats"]["refilled"] > 0 and manifest["stats"]["resync_mismatches"] == 0
+    states = {(r.trajectory_id, r.step_index) for r in records}
+    for key in states:
+        alternatives = [r.action for r in records if (r.trajectory_id, r.step_index) == key and not r.expert]
+        assert len(set(alternatives)) == len(alternatives) == 3
+    assert {r.proposer for r in records} == {"policy"}
+
+
+def test_tiny_model_learns_to_beat_random_on_train_tasks(tmp_path: Path) -> None:
+    """Learning test: IL on 10 household demonstrations, then play those tasks; random rarely wins them."""
+    collect("household", "train", 10, tmp_path / "experts")
+    branch(tmp_path / "experts", tmp_path / "branches", BranchConfig(k=1))
+    from firsthand.prompts import PromptConfig
+
+    prompt = PromptConfig(history=2, show_valid_actions=False)
+    from firsthand.build import BuildConfig
+
+    build("il", tmp_path / "branches", tmp_path / "il", BuildConfig(prompt=prompt))
+    texts = (r["prompt"] + r["completion"] for r in load_records(tmp_path / "il"))
+    base = create_tiny(
+        texts, tmp_path / "base", TinyConfig(hidden_size=128, intermediate_size=344, layers=2, copy_steps=0)
+    )
+    manifest = train(
+        "il", {"il": tmp_path / "il"}, base, tmp_path / "run", TrainConfig(epochs=30, batch_size=8, learning_rate=3e-3)
+    )
+    tasks = make("household", "train").tasks(10)
+    trained = summarize(
+        run_episodes(
+            "household", "train", tasks, ModelAgent.from_path(Path(manifest["model"])), prompt=prompt, max_steps=12
+        )
+    )
+    random_agent = summarize(run_episodes("household", "train", tasks, RandomAgent(0), prompt=prompt, max_steps=12))
+    assert trained["success"] >= 0.5 and trained["success"] >= random_agent["success"] + 0.3, (trained, random_agent)

@@ -268,9 +268,11 @@ def _branch_shard(
 def _load_sampler(model: str | None) -> ActionSampler | None:
     if model is None:
         return None
-    raise InvalidInputError(  # the model backends arrive with the training stage
-        f"cannot load policy model {model!r}: no model backend is installed yet"
-    )
+    from firsthand.evaluate import PolicySampler
+
+    if not (Path(model) / "config.json").exists():
+        raise InvalidInputError(f"policy model {model!r} is not a model folder (no config.json); pass a trained model")
+    return PolicySampler(Path(model))
 
 
 def branch(

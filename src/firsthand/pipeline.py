@@ -25,6 +25,7 @@ from firsthand.build import BuildConfig, build
 from firsthand.contract import InvalidInputError, UnknownNameError
 from firsthand.evaluate import ModelAgent, RandomAgent, run_episodes, summarize
 from firsthand.experts import collect
+from firsthand.models import TinyConfig
 from firsthand.prompts import PromptConfig
 from firsthand.train import TrainConfig, train
 
@@ -45,20 +46,22 @@ class Preset:
     """Expert trajectories collected on the train split (the paper's low-data regime)."""
     k: int = 8
     """Alternatives per expert state (IWM uses all; SR contrasts `sr_alternatives` of them)."""
-    sr_alternatives: int = 3
-    eval_episodes: int = 100
+    sr_alternatives: int = 2
+    eval_episodes: int = 50
     """Episodes per split and seed."""
     splits: tuple[str, ...] = ("id_test", "ood_test")
     seeds: tuple[int, ...] = (0,)
     methods: tuple[str, ...] = ("il", "iwm", "sr")
-    max_steps: int = 30
-    """Step limit of evaluation episodes."""
+    max_steps: int = 20
+    """Step limit of evaluation episodes (the expert needs at most 10)."""
     eval_batch_size: int = 50
     max_new_tokens: int = 24
     """Generation budget per step for IL/IWM; SR gets `sr_max_new_tokens` for its thought."""
-    sr_max_new_tokens: int = 320
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    sr_max_new_tokens: int = 200
+    prompt: PromptConfig = field(default_factory=lambda: PromptConfig(history=2, show_valid_actions=False))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, batch_size=16, learning_rate=5e-4))
+    tiny: TinyConfig = field(default_factory=TinyConfig)
+    """Shape and copy pretraining of the `tiny` model (used when model == "tiny")."""
     workers: int = 1
 
 
@@ -74,7 +77,7 @@ PRESETS: dict[str, Preset] = {
         sr_max_new_tokens=64,
     ),
     "quickstart": Preset(name="quickstart"),
-    "standard": Preset(name="standard", train_episodes=300, eval_episodes=200, seeds=(0, 1, 2)),
+    "standard": Preset(name="standard", train_episodes=300, eval_episodes=200, seeds=(0, 1, 2), max_steps=30),
 }
 
 
@@ -140,10 +143,10 @@ def _base_model(preset: Preset, out: Path, seed: int, data: dict[str, Path], res
     if preset.model != "tiny":
         return resolve(preset.model, out / "models")
     from firsthand.build import load_records
-    from firsthand.models import TinyConfig, create_tiny
+    from firsthand.models import create_tiny
 
     texts = (r["prompt"] + "\n" + r["completion"] for m in ("il", "iwm", "sr") for r in load_records(data[m]))
-    return create_tiny(texts, out / "models" / f"tiny-seed{seed}", TinyConfig(seed=seed))
+    return create_tiny(texts, out / "models" / f"tiny-seed{seed}", replace(preset.tiny, seed=seed))
 
 
 def train_with_progress(

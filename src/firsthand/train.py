@@ -125,6 +125,7 @@ def _sft_stage(
         push_to_hub=False,
         disable_tqdm=True,
         dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length",  # batches of similar length: less padding to compute
     )
     trainer = SFTTrainer(
         model=model,

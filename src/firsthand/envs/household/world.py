@@ -182,6 +182,10 @@ TRANSFORM: dict[str, str] = {
     "pick_cool_then_place": "cool",
 }
 LAMP_SPOTS: tuple[str, ...] = ("desk", "dresser", "sidetable")
+HABIT = 0.3
+"""How strongly task objects follow habits: spot i of a kind's list (and receptacle number i + 1) has
+weight HABIT**i. 0.3 makes the likeliest receptacle right about 60% of the time (measured), so a policy
+can learn where to look first, but not always find the object there."""
 LAMP = "desklamp"
 
 GOAL_TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -287,11 +291,14 @@ def generate(split: str, index: int) -> Task:
         counters[kind] = counters.get(kind, 0) + 1
         placement.append((f"{kind} {counters[kind]}", rng.choice(spots)))
 
-    # Task objects: never already at the destination, so no task starts solved.
-    spots = [r for r in receptacles if kind_of(r) in OBJECTS[room][obj_kind].spots and kind_of(r) != destination]
+    # Task objects: never already at the destination, so no task starts solved. Households follow habits:
+    # an object kind is usually at its first listed spot, and lower-numbered receptacles are preferred.
+    kinds = [k for k in OBJECTS[room][obj_kind].spots if k in by_kind and k != destination]
     needed = 2 if task_type == "pick_two_obj_and_place" else 1
     for _ in range(needed + rng.randint(0, 1)):
-        place(obj_kind, spots)
+        kind = rng.choices(kinds, weights=[HABIT**i for i in range(len(kinds))])[0]
+        instances = by_kind[kind]
+        place(obj_kind, [rng.choices(instances, weights=[HABIT**i for i in range(len(instances))])[0]])
     if task_type == "look_at_obj_in_light" or (room in ("livingroom", "bedroom") and rng.random() < 0.5):
         place(LAMP, [r for r in receptacles if kind_of(r) in LAMP_SPOTS])
     # Distractors: other objects of the room at their usual spots.
