@@ -55,6 +55,15 @@ def test_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
     assert not (tmp_path / "b").exists()
 
 
+def test_train_without_its_dataset_says_which_to_build(tmp_path: Path) -> None:
+    run("collect", "--episodes", "3", "--out", str(tmp_path / "e"))
+    run("branch", "--experts", str(tmp_path / "e"), "--k", "1", "--out", str(tmp_path / "b"))
+    assert run("build", "--method", "il", "--from", str(tmp_path / "b"), "--out", str(tmp_path / "il")).returncode == 0
+    r = run("train", "--method", "sr", "--expert-data", str(tmp_path / "il"), "--out", str(tmp_path / "t"))
+    assert r.returncode == 2 and "needs the sr dataset" in r.stderr and "firsthand build --method sr" in r.stderr
+    assert not (tmp_path / "t").exists()
+
+
 def test_import_reports_bad_lines(tmp_path: Path) -> None:
     demos = tmp_path / "demos.jsonl"
     demos.write_text('{"task": "train-0", "actions": ["look"]}\n[1, 2\n')

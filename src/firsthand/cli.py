@@ -198,11 +198,12 @@ def train(
     from firsthand.build import load_records
     from firsthand.models import TinyConfig, create_tiny, resolve
     from firsthand.pipeline import Preset, train_with_progress
-    from firsthand.train import TrainConfig
+    from firsthand.train import TrainConfig, check_data
 
     _setup_logging(verbose)
     with _errors():
         datasets = {"il": expert_data, **({method: data} if data is not None and method != "il" else {})}
+        check_data(method, datasets)  # before any model is built
         if model == "tiny":
             texts = (r["prompt"] + "\n" + r["completion"] for d in datasets.values() for r in load_records(d))
             base = create_tiny(texts, out / "tiny-init", TinyConfig(seed=seed))

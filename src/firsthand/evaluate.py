@@ -112,8 +112,15 @@ class PolicySampler:
     Implements `firsthand.branching.ActionSampler` for the `policy` and `mixed` proposers.
     """
 
-    def __init__(self, path: Path, *, prompt: PromptConfig | None = None, temperature: float = 1.0,
-                 max_new_tokens: int = 48, seed: int = 0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        prompt: PromptConfig | None = None,
+        temperature: float = 1.0,
+        max_new_tokens: int = 48,
+        seed: int = 0,
+    ) -> None:
         self.agent = ModelAgent.from_path(path, max_new_tokens=max_new_tokens)
         self.prompt = prompt or PromptConfig()
         self.temperature = temperature
@@ -123,15 +130,29 @@ class PolicySampler:
         import torch
 
         tokenizer, model = self.agent.tokenizer, self.agent.model
-        texts = [self.agent.render(policy_prompt(c.goal, c.history, c.observation, c.valid_actions, self.prompt))
-                 for c in contexts]
-        batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True,
-                          max_length=self.agent.max_prompt_tokens, add_special_tokens=False)
+        texts = [
+            self.agent.render(policy_prompt(c.goal, c.history, c.observation, c.valid_actions, self.prompt))
+            for c in contexts
+        ]
+        batch = tokenizer(
+            texts,
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=self.agent.max_prompt_tokens,
+            add_special_tokens=False,
+        )
         torch.manual_seed(self.seed)  # proposals are reproducible for a given model and state
         with torch.inference_mode():
-            out = model.generate(**batch, do_sample=True, temperature=self.temperature, num_return_sequences=n,
-                                 max_new_tokens=self.agent.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                 eos_token_id=tokenizer.eos_token_id)
+            out = model.generate(
+                **batch,
+                do_sample=True,
+                temperature=self.temperature,
+                num_return_sequences=n,
+                max_new_tokens=self.agent.max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
         replies = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
         return [[a for a in (parse_action(r) for r in replies[i * n : (i + 1) * n]) if a] for i in range(len(contexts))]
 

@@ -179,8 +179,7 @@ def pretrain_copying(model: Any, config: TinyConfig) -> list[float]:
     generator = torch.Generator().manual_seed(config.seed)
     vocab = torch.arange(len(SPECIAL_TOKENS), config.vocab_size)  # every non-special id
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=config.copy_steps,
-                                                   pct_start=0.1)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=config.copy_steps, pct_start=0.1)
     model.train()
     losses = []
     n = config.copy_length

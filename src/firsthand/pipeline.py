@@ -153,8 +153,9 @@ def train_with_progress(
     method: str, data: dict[str, Path], base: Path, out: Path, config: TrainConfig, preset: Preset, progress: Progress
 ) -> dict[str, Any]:
     from firsthand.build import load_records
-    from firsthand.train import plan_budget
+    from firsthand.train import check_data, plan_budget
 
+    check_data(method, data)
     n_extra = len(load_records(data[method])) if method != "il" else 0
     total = sum(steps for _, steps in plan_budget(method, len(load_records(data["il"])), n_extra, config))
     with progress(f"train {method} seed {config.seed}", total) as advance:

@@ -157,6 +157,18 @@ def _sft_stage(
     return summary
 
 
+def check_data(method: str, data: dict[str, Path]) -> None:
+    """Every method needs the IL (expert) dataset; iwm and sr also need their own."""
+    if method not in METHODS:
+        raise UnknownNameError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+    missing = [m for m in dict.fromkeys(["il", method]) if m not in data]
+    if missing:
+        raise InvalidInputError(
+            f"method {method!r} needs the {', '.join(missing)} dataset(s): build them with "
+            f"`firsthand build --method {missing[0]}` and pass the directory (--data for iwm/sr)"
+        )
+
+
 def plan_budget(method: str, n_expert: int, n_extra: int, config: TrainConfig) -> list[tuple[str, int]]:
     """The stages of `method` as (data, steps), adding up to IL's budget."""
     budget = max(1, math.ceil(steps_per_epoch(n_expert, config.batch_size) * config.epochs))
@@ -184,16 +196,11 @@ def train(
     from firsthand.models import load, require_training_stack
 
     require_training_stack()
-    if method not in METHODS:
-        raise UnknownNameError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
     config = config or TrainConfig()
     out = Path(out)
     if (out / MANIFEST).exists():
         return read_manifest(out, "train")
-    needed = ["il"] + ([method] if method != "il" else [])
-    missing = [m for m in needed if m not in data]
-    if missing:
-        raise InvalidInputError(f"method {method!r} needs the {', '.join(missing)} dataset(s): build them first")
+    check_data(method, data)
     expert = load_records(data["il"])
     extra = load_records(data[method]) if method != "il" else []
     stages = plan_budget(method, len(expert), len(extra), config)
