@@ -15,7 +15,7 @@ import statistics
 import sys
 import time
 
-from firsthand.branching import BranchConfig, UniformProposer, branch_trajectory
+from firsthand.branching import BranchConfig, UniformProposer, branch_trajectory, new_stats
 from firsthand.experts import replay
 from firsthand.registry import make
 
@@ -41,21 +41,7 @@ def raw_step_rate(env_name: str, tasks: int) -> tuple[float, list]:
 
 def branch_rate(env_name: str, trajectories: list, k: int, mode: str) -> tuple[float, dict]:
     env = make(env_name, "train")
-    stats = dict.fromkeys(
-        (
-            "states",
-            "branches",
-            "alternatives",
-            "resync_mismatches",
-            "dropped_states",
-            "short_states",
-            "refilled",
-            "restores",
-            "replayed_steps",
-            "env_steps",
-        ),
-        0,
-    )
+    stats = new_stats()
     config = BranchConfig(k=k, mode=mode)
     start = time.perf_counter()
     for t in trajectories:

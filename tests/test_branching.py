@@ -19,6 +19,7 @@ from firsthand.branching import (
     branch,
     branch_trajectory,
     load_branches,
+    new_stats,
 )
 from firsthand.contract import Branch
 from firsthand.envs.household import HouseholdEnv
@@ -154,21 +155,7 @@ class DriftingHousehold(HouseholdEnv):
 
 def test_out_of_sync_restores_are_detected_and_dropped(experts: Path) -> None:
     env = DriftingHousehold("train")
-    stats = dict.fromkeys(
-        (
-            "states",
-            "branches",
-            "alternatives",
-            "resync_mismatches",
-            "dropped_states",
-            "short_states",
-            "refilled",
-            "restores",
-            "replayed_steps",
-            "env_steps",
-        ),
-        0,
-    )
+    stats = new_stats()
     from firsthand.branching import UniformProposer
 
     trajectories = load_trajectories(experts)[:6]

@@ -225,6 +225,17 @@ def branch_trajectory(
     return records
 
 
+STAT_KEYS: tuple[str, ...] = (
+    "trajectories", "states", "branches", "alternatives", "resync_mismatches", "dropped_states",
+    "short_states", "refilled", "restores", "replayed_steps", "env_steps",
+)  # fmt: skip
+
+
+def new_stats() -> dict[str, int]:
+    """Zeroed counters of a branching run (summed over shards into the manifest's "stats")."""
+    return dict.fromkeys(STAT_KEYS, 0)
+
+
 def make_proposer(name: str, sampler: ActionSampler | None = None) -> Proposer:
     """The proposer called `name`; `policy` and `mixed` need a model's `sampler`."""
     if name == "uniform":
@@ -242,22 +253,7 @@ def _branch_shard(
     cfg = BranchConfig(**config["branch"])
     env = make(config["env"], config["split"], **(cfg.env_kwargs or {}))
     proposer = make_proposer(cfg.proposer, _load_sampler(config.get("model")))
-    stats = dict.fromkeys(
-        (
-            "trajectories",
-            "states",
-            "branches",
-            "alternatives",
-            "resync_mismatches",
-            "dropped_states",
-            "short_states",
-            "refilled",
-            "restores",
-            "replayed_steps",
-            "env_steps",
-        ),
-        0,
-    )
+    stats = new_stats()
     records: list[dict[str, Any]] = []
     for t in trajectories:
         stats["trajectories"] += 1
