@@ -62,6 +62,9 @@ class ModelAgent:
         self.max_new_tokens = max_new_tokens
         self.max_prompt_tokens = max_prompt_tokens
         self.generate_seconds = 0.0
+        from firsthand.train import fast_bf16
+
+        self.bf16 = fast_bf16()  # decided once, not at every step
 
     @classmethod
     def from_path(cls, path: Path, **kwargs: Any) -> ModelAgent:
@@ -90,10 +93,8 @@ class ModelAgent:
             max_length=self.max_prompt_tokens,
             add_special_tokens=False,
         )
-        from firsthand.train import fast_bf16
-
         device = "cuda" if next(self.model.parameters()).is_cuda else "cpu"
-        with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=fast_bf16()):
+        with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=self.bf16):
             out = self.model.generate(
                 **batch,
                 max_new_tokens=self.max_new_tokens,

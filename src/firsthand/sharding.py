@@ -75,7 +75,8 @@ def run_sharded(
     if len(pending) < len(shards):
         log.info("resuming: %d of %d shards already done in %s", len(shards) - len(pending), len(shards), out)
         if on_shard:
-            on_shard(sum(len(shards[i]) for i in range(len(shards)) if i not in set(pending)))
+            waiting = set(pending)
+            on_shard(sum(len(shard) for i, shard in enumerate(shards) if i not in waiting))
 
     def save(i: int, records: list[dict[str, Any]], stats: dict[str, int]) -> None:
         write_json_atomic(_stats_path(out, names[i]), stats)
