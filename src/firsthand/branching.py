@@ -137,6 +137,12 @@ class BranchConfig:
             raise UnknownNameError(f"unknown mode {self.mode!r}; valid modes: {', '.join(MODES)}")
 
 
+def _candidates(env: Env) -> list[str]:
+    """Plausible actions at the current state of an open-action-space environment (see contract.py)."""
+    candidates = getattr(env, "candidate_actions", None)
+    return list(candidates()) if candidates is not None else []
+
+
 def branch_trajectory(
     env: Env, trajectory: Trajectory, proposer: Proposer, config: BranchConfig, stats: dict[str, int]
 ) -> list[Branch]:
@@ -195,7 +201,8 @@ def branch_trajectory(
             break
         stats["states"] += 1
         rng = random.Random(f"{config.seed}:{trajectory.id}:{i}")
-        context = ProposalContext(trajectory.goal, list(history), step.observation, step.valid_actions, step.action)
+        pool = step.valid_actions or _candidates(env)
+        context = ProposalContext(trajectory.goal, list(history), step.observation, pool, step.action)
         alternatives, refilled = proposer.propose(context, config.k, rng)
         stats["refilled"] += refilled
         stats["short_states"] += len(alternatives) < config.k

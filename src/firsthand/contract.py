@@ -105,6 +105,12 @@ class Env(Protocol):
         environment has no such list (open action spaces)."""
         ...
 
+    # Optional, for open action spaces (valid_actions() is empty): adapters may define
+    #     def candidate_actions(self) -> list[str]
+    # returning plausible actions at the current state (deterministic, sorted, no duplicates), from
+    # which the branching engine samples alternatives. And any adapter may put "invalid": bool in
+    # StepResult.info; evaluation then counts invalid actions from it instead of from valid_actions().
+
     def snapshot(self) -> Any:
         """An opaque, picklable object from which `restore` returns to the current state."""
         ...

@@ -198,9 +198,10 @@ def run_episodes(
     results: dict[str, EpisodeResult] = {}
     queue = list(tasks)
     active: list[_Episode] = []
+    idle: list[Env] = []  # environments are reused: some adapters start a JVM per instance
     while queue or active:
         while queue and len(active) < batch_size:  # keep the batch full as episodes finish
-            env = make(env_name, split, **kwargs)
+            env = idle.pop() if idle else make(env_name, split, **kwargs)
             task = queue.pop(0)
             observation, info = env.reset(task)
             active.append(_Episode(env, task, str(info.get("goal", "")), observation))
@@ -215,13 +216,17 @@ def run_episodes(
             r = e.env.step(action)
             e.result = e.result or EpisodeResult(e.task, False, 0, 0, False)
             e.result.steps += 1
-            e.result.invalid_actions += bool(x.valid_actions) and action not in x.valid_actions
+            if "invalid" in r.info:
+                e.result.invalid_actions += bool(r.info["invalid"])
+            else:
+                e.result.invalid_actions += bool(x.valid_actions) and action not in x.valid_actions
             e.result.actions.append(action)
             e.history.append((e.observation, action))
             e.observation = r.observation
             if r.terminated or r.truncated:
                 e.result.won, e.result.truncated = r.won, r.truncated
                 results[e.task] = e.result
+                idle.append(e.env)
                 if on_episode:
                     on_episode(e.result)
             else:

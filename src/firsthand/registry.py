@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from firsthand.contract import SPLITS, Env, UnknownNameError
+from firsthand.contract import SPLITS, DependencyNotInstalled, Env, UnknownNameError
 
 _REGISTRY: dict[str, Callable[..., Env]] = {}
 
@@ -40,3 +40,29 @@ def _household(split: str, **kwargs: Any) -> Env:
 
 
 register("household", _household)
+
+
+def _lazy(module: str, cls: str, extra: str, package: str) -> Callable[..., Env]:
+    """A factory that imports `firsthand.envs.<module>` (and its backend) only when called."""
+
+    def factory(split: str, **kwargs: Any) -> Env:
+        import importlib
+
+        try:
+            backend = importlib.import_module(f"firsthand.envs.{module}")
+        except ModuleNotFoundError as e:
+            if e.name and e.name.split(".")[0] == package.replace("-", "_"):
+                raise DependencyNotInstalled(
+                    f"environment {module.replace('_', '-')!r} needs the package {package!r}; "
+                    f"install it with: pip install 'firsthand[{extra}]'"
+                ) from e
+            raise
+        return getattr(backend, cls)(split, **kwargs)
+
+    return factory
+
+
+register("scienceworld", _lazy("scienceworld", "ScienceWorldEnv", "scienceworld", "scienceworld"))
+register("bfcl", _lazy("bfcl", "BfclEnv", "bfcl", "bfcl_eval"))
+register("textworld-cooking", _lazy("textworld_cooking", "TextWorldCookingEnv", "textworld", "textworld"))
+register("textworld-express", _lazy("textworld_express", "TextWorldExpressEnv", "textworld-express", "textworld_express"))
