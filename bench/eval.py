@@ -18,6 +18,39 @@ from firsthand.evaluate import ModelAgent, run_episodes
 from firsthand.registry import make
 
 
+def prefill_bound(agent: ModelAgent, tasks: list[str]) -> None:
+    """Time one forward pass over the first step's prompts, batched and one by one.
+
+    Prefill is compute-bound, so batching cannot make it much cheaper per prompt on a CPU; this ratio
+    bounds what batching can gain once generation is dominated by prompt processing.
+    """
+    import torch
+
+    from firsthand.prompts import PromptConfig, policy_prompt
+
+    env = make("household", "id_test")
+    prompts = []
+    for task in tasks:
+        observation, info = env.reset(task)
+        prompts.append(agent.render(policy_prompt(info["goal"], [], observation, env.valid_actions(), PromptConfig())))
+    tok = agent.tokenizer
+    tok.padding_side = "left"
+    timings = {}
+    with torch.inference_mode():
+        for label, size in (("batched", len(prompts)), ("one at a time", 1)):
+            start = time.perf_counter()
+            for i in range(0, len(prompts), size):
+                batch = tok(prompts[i : i + size], return_tensors="pt", padding=True, add_special_tokens=False)
+                agent.model(**batch)
+            timings[label] = time.perf_counter() - start
+    n = sum(len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+    print(
+        f"prefill only ({len(prompts)} prompts, {n / len(prompts):.0f} tokens each): "
+        f"batched {timings['batched']:.2f} s, "
+        f"one at a time {timings['one at a time']:.2f} s, ratio {timings['one at a time'] / timings['batched']:.1f}x"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path)
@@ -54,6 +87,7 @@ def main() -> None:
             f"{label:14s} batch={batch:3d}: {len(tasks)} episodes, {steps} steps in {timings[label]:7.2f} s "
             f"= {len(tasks) / timings[label]:6.2f} episodes/s (generate {agent.generate_seconds:6.2f} s)"
         )
+    prefill_bound(agent, tasks)
     same = actions["batched"] == actions["one at a time"]
     print(
         f"speed-up batched / one at a time: {timings['one at a time'] / timings['batched']:.1f}x "

@@ -25,13 +25,13 @@ def measure(model_name: str, precision: str, steps: int, batch_size: int) -> dic
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     from firsthand.branching import BranchConfig, branch
     from firsthand.build import build, load_records
     from firsthand.experts import collect
     from firsthand.models import create_tiny, load, smollm2_path
-    from firsthand.train import _conversational
+    from firsthand.train import TrainConfig, _conversational, sft_config
 
     tmp = Path(tempfile.mkdtemp())
     collect("household", "train", 40, tmp / "e")
@@ -56,21 +56,10 @@ def measure(model_name: str, precision: str, steps: int, batch_size: int) -> dic
         def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
             times.append(time.perf_counter())
 
-    args = SFTConfig(
-        output_dir=str(tmp / "out"),
-        max_steps=steps + 1,
-        per_device_train_batch_size=batch_size,
-        learning_rate=1e-4,
-        bf16=precision == "bf16",
-        use_cpu=True,
-        activation_checkpointing=False,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        logging_steps=1000,
-        completion_only_loss=True,
-        max_length=1024,
-        dataloader_num_workers=0,
+    # The training stages' own settings; only what a throughput measurement needs differs.
+    config = TrainConfig(batch_size=batch_size, learning_rate=1e-4, max_length=1024, bf16=precision == "bf16")
+    args = sft_config(
+        config, steps + 1, tmp / "out", save_strategy="no", logging_steps=1000, train_sampling_strategy="sequential"
     )
     trainer = SFTTrainer(
         model=model,

@@ -65,4 +65,6 @@ def _lazy(module: str, cls: str, extra: str, package: str) -> Callable[..., Env]
 register("scienceworld", _lazy("scienceworld", "ScienceWorldEnv", "scienceworld", "scienceworld"))
 register("bfcl", _lazy("bfcl", "BfclEnv", "bfcl", "bfcl_eval"))
 register("textworld-cooking", _lazy("textworld_cooking", "TextWorldCookingEnv", "textworld", "textworld"))
-register("textworld-express", _lazy("textworld_express", "TextWorldExpressEnv", "textworld-express", "textworld_express"))
+register(
+    "textworld-express", _lazy("textworld_express", "TextWorldExpressEnv", "textworld-express", "textworld_express")
+)

@@ -82,28 +82,12 @@ def fast_bf16() -> bool:
     return "BF16" in capability or "AMX" in capability
 
 
-def _sft_stage(
-    model: Any,
-    tokenizer: Any,
-    records: list[dict[str, Any]],
-    steps: int,
-    out: Path,
-    config: TrainConfig,
-    on_step: Callable[[int], None] | None,
-) -> dict[str, Any]:
-    """One SFTTrainer run of exactly `steps` optimizer steps on `records` (cycling epochs as needed)."""
+def sft_config(config: TrainConfig, steps: int, out: Path, **overrides: Any) -> Any:
+    """The TRL SFTConfig of every training stage (and of bench/training.py, which must measure the same)."""
     import torch
-    from datasets import Dataset
-    from transformers import TrainerCallback
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
-    class Progress(TrainerCallback):
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if on_step:
-                on_step(1)
-
-    use_cuda = torch.cuda.is_available()
-    args = SFTConfig(
+    settings: dict[str, Any] = dict(
         output_dir=str(out),
         max_steps=steps,
         per_device_train_batch_size=config.batch_size,
@@ -114,7 +98,7 @@ def _sft_stage(
         completion_only_loss=True,
         bf16=fast_bf16() if config.bf16 is None else config.bf16,
         activation_checkpointing=False,  # ~25% faster for small models; memory is not the limit here
-        use_cpu=not use_cuda,
+        use_cpu=not torch.cuda.is_available(),
         seed=config.seed,
         data_seed=config.seed,
         save_strategy="steps",
@@ -127,6 +111,30 @@ def _sft_stage(
         dataloader_num_workers=0,
         train_sampling_strategy="group_by_length",  # batches of similar length: less padding to compute
     )
+    settings.update(overrides)
+    return SFTConfig(**settings)
+
+
+def _sft_stage(
+    model: Any,
+    tokenizer: Any,
+    records: list[dict[str, Any]],
+    steps: int,
+    out: Path,
+    config: TrainConfig,
+    on_step: Callable[[int], None] | None,
+) -> dict[str, Any]:
+    """One SFTTrainer run of exactly `steps` optimizer steps on `records` (cycling epochs as needed)."""
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import SFTTrainer
+
+    class Progress(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if on_step:
+                on_step(1)
+
+    args = sft_config(config, steps, out)
     trainer = SFTTrainer(
         model=model,
         args=args,
