@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from firsthand.artifacts import MANIFEST, read_jsonl, read_manifest, write_jsonl_atomic, write_manifest
 from firsthand.contract import Branch, Env, InvalidInputError, Trajectory, UnknownNameError
 from firsthand.experts import load_trajectories, normalize
-from firsthand.registry import make
+from firsthand.registry import opened
 from firsthand.sharding import run_sharded
 
 log = logging.getLogger(__name__)
@@ -258,13 +258,13 @@ def _branch_shard(
     trajectories: Sequence[dict[str, Any]], config: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     cfg = BranchConfig(**config["branch"])
-    env = make(config["env"], config["split"], **(cfg.env_kwargs or {}))
     proposer = make_proposer(cfg.proposer, _load_sampler(config.get("model")))
     stats = new_stats()
     records: list[dict[str, Any]] = []
-    for t in trajectories:
-        stats["trajectories"] += 1
-        records += [b.to_dict() for b in branch_trajectory(env, Trajectory.from_dict(t), proposer, cfg, stats)]
+    with opened(config["env"], config["split"], **(cfg.env_kwargs or {})) as env:
+        for t in trajectories:
+            stats["trajectories"] += 1
+            records += [b.to_dict() for b in branch_trajectory(env, Trajectory.from_dict(t), proposer, cfg, stats)]
     return records, stats
 
 

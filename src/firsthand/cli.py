@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -89,10 +90,11 @@ def check(
 ) -> None:
     """Run the environment contract checks (types, determinism, snapshots, expert) on an adapter."""
     from firsthand.checks import check_env
-    from firsthand.registry import make
+    from firsthand.registry import opened
 
     with _errors():
-        passed = check_env(make(env, split), tasks=tasks)
+        with opened(env, split) as instance:
+            passed = check_env(instance, tasks=tasks)
     typer.echo(f"{env}/{split}: passed {', '.join(passed)} on {tasks} tasks")
 
 
@@ -110,11 +112,12 @@ def collect(
 ) -> None:
     """Collect expert trajectories (or import demonstrations), each verified by replay."""
     from firsthand.experts import collect as run_collect
-    from firsthand.registry import make
+    from firsthand.registry import opened
 
     _setup_logging(verbose)
     with _errors():
-        make(env, split)  # fail on a bad name before drawing anything
+        with opened(env, split):  # fail on a bad name before drawing anything
+            pass
         total = episodes
         if source is not None and source.is_file():
             total = sum(1 for line in source.open(encoding="utf-8") if line.strip())
@@ -221,20 +224,33 @@ def evaluate(
     env: Annotated[str, typer.Option(help="Environment name.")] = "household",
     split: Annotated[str, typer.Option(help="Task split.")] = "id_test",
     episodes: Annotated[int, typer.Option(help="Episodes (the split's first N tasks).")] = 100,
-    max_steps: Annotated[int, typer.Option(help="Step limit per episode.")] = 30,
+    max_steps: Annotated[int | None, typer.Option(help="Step limit per episode (default: the environment's).")] = None,
     batch_size: Annotated[int, typer.Option(help="Episodes stepped together (one generate call).")] = 50,
     max_new_tokens: Annotated[int, typer.Option(help="Generation budget per step.")] = 48,
-    history: Annotated[int, typer.Option(help="Past steps in each prompt (as in training).")] = 2,
+    history: Annotated[
+        int | None, typer.Option(help="Past steps in each prompt (default: as the model was trained).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random agent.")] = 0,
 ) -> None:
     """Evaluate a model (or the random agent) on a split: success with a 95% Wilson interval."""
     from firsthand.artifacts import write_json_atomic
-    from firsthand.evaluate import ModelAgent, RandomAgent, episode_records, run_episodes, summarize
+    from firsthand.evaluate import (
+        ModelAgent,
+        RandomAgent,
+        episode_records,
+        run_episodes,
+        summarize,
+        training_prompt,
+    )
     from firsthand.prompts import PromptConfig
-    from firsthand.registry import make
+    from firsthand.registry import opened
 
     with _errors():
-        tasks = make(env, split).tasks(episodes)
+        with opened(env, split) as listing:
+            tasks = listing.tasks(episodes)
+        prompt = (None if model == "random" else training_prompt(Path(model))) or PromptConfig()
+        if history is not None:
+            prompt = replace(prompt, history=history)
         agent = (
             RandomAgent(seed)
             if model == "random"
@@ -246,7 +262,7 @@ def evaluate(
                 split,
                 tasks,
                 agent,
-                prompt=PromptConfig(history=history),
+                prompt=prompt,
                 batch_size=batch_size,
                 max_steps=max_steps,
                 on_episode=lambda r: advance(1),

@@ -110,6 +110,7 @@ class Env(Protocol):
     # returning plausible actions at the current state (deterministic, sorted, no duplicates), from
     # which the branching engine samples alternatives. And any adapter may put "invalid": bool in
     # StepResult.info; evaluation then counts invalid actions from it instead of from valid_actions().
+    # Adapters that hold an external process (a JVM) also define close(), which the stages call when done.
 
     def snapshot(self) -> Any:
         """An opaque, picklable object from which `restore` returns to the current state."""

@@ -8,6 +8,7 @@ An action that is not among the environment's valid actions counts toward the in
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -232,7 +233,25 @@ def run_episodes(
             else:
                 still.append(e)
         active = still
+    for env in idle:  # adapters that hold a process (a JVM) release it
+        getattr(env, "close", lambda: None)()
     return [results[t] for t in tasks]
+
+
+def training_prompt(model: Path) -> PromptConfig | None:
+    """The prompt settings a `firsthand train` model was trained with (read from its run's manifests).
+
+    Evaluation must render prompts the way the training data did; None when `model` is not a
+    `firsthand train` output (then the caller's settings apply).
+    """
+    manifest = Path(model).parent / "manifest.json"
+    try:
+        config = json.loads(manifest.read_text())["config"]
+        data = Path(config["data"][config["method"]])
+        prompt = json.loads((data / "manifest.json").read_text())["config"]["prompt"]
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+    return PromptConfig(**prompt)
 
 
 def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 
 from firsthand.artifacts import MANIFEST, read_jsonl, read_manifest, write_jsonl_atomic, write_manifest
 from firsthand.contract import Env, FirsthandError, InvalidInputError, ReplayError, Step, Trajectory
-from firsthand.registry import make
+from firsthand.registry import opened
 from firsthand.sharding import run_sharded
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,11 @@ def replay(
 
 # -- the shard workers (top-level so that spawned worker processes can import them) ---------------
 def _collect_shard(tasks: Sequence[str], config: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    env = make(config["env"], config["split"], **config["env_kwargs"])
+    with opened(config["env"], config["split"], **config["env_kwargs"]) as env:
+        return _collect_tasks(env, tasks)
+
+
+def _collect_tasks(env: Env, tasks: Sequence[str]) -> tuple[list[dict[str, Any]], dict[str, int]]:
     records: list[dict[str, Any]] = []
     stats = {"episodes": 0, "won": 0, "failed": 0, "steps": 0}
     for task in tasks:
@@ -119,7 +123,11 @@ def _collect_shard(tasks: Sequence[str], config: dict[str, Any]) -> tuple[list[d
 def _import_shard(
     lines: Sequence[tuple[int, str]], config: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    env = make(config["env"], config["split"], **config["env_kwargs"])
+    with opened(config["env"], config["split"], **config["env_kwargs"]) as env:
+        return _import_lines(env, lines)
+
+
+def _import_lines(env: Env, lines: Sequence[tuple[int, str]]) -> tuple[list[dict[str, Any]], dict[str, int]]:
     records: list[dict[str, Any]] = []
     stats = {"episodes": 0, "won": 0, "failed": 0, "steps": 0}
     for lineno, text in lines:
@@ -187,7 +195,8 @@ def collect(
         return read_manifest(out, "collect")
     if episodes < 0:
         raise InvalidInputError(f"--episodes must be positive, got {episodes!r}")
-    envobj = make(env, split, **(env_kwargs or {}))  # validates the names before any work
+    with opened(env, split, **(env_kwargs or {})) as listing:  # validates the names before any work
+        task_list = listing.tasks(episodes) if source is None and episodes > 0 else []
     config: dict[str, Any] = {
         "env": env,
         "split": split,
@@ -199,7 +208,7 @@ def collect(
     if source is None:
         if episodes == 0:
             raise InvalidInputError("--episodes must be at least 1 when running the expert")
-        items: list[Any] = envobj.tasks(episodes)
+        items: list[Any] = task_list
         fn = _collect_shard
     else:
         if not Path(source).is_file():

@@ -178,9 +178,10 @@ def _evaluate(
             else:
                 tokens = preset.sr_max_new_tokens if method == "sr" else preset.max_new_tokens
                 agent = ModelAgent.from_path(model, name=method, max_new_tokens=tokens)
-        from firsthand.registry import make
+        from firsthand.registry import opened
 
-        tasks = make(preset.env, split).tasks(preset.eval_episodes)
+        with opened(preset.env, split) as listing:
+            tasks = listing.tasks(preset.eval_episodes)
         with progress(f"eval {method} seed {seed} {split}", len(tasks)) as advance:
             results = run_episodes(
                 preset.env,

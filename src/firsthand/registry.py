@@ -6,7 +6,8 @@ environments (or `firsthand --help`) never imports an optional package.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from firsthand.contract import SPLITS, DependencyNotInstalled, Env, UnknownNameError
@@ -31,6 +32,18 @@ def make(name: str, split: str = "train", **kwargs: Any) -> Env:
     if split not in SPLITS:
         raise UnknownNameError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     return _REGISTRY[name](split=split, **kwargs)
+
+
+@contextmanager
+def opened(name: str, split: str = "train", **kwargs: Any) -> Iterator[Env]:
+    """`make(...)` for the length of a `with` block; closes adapters that hold a process (a JVM)."""
+    env = make(name, split, **kwargs)
+    try:
+        yield env
+    finally:
+        close = getattr(env, "close", None)
+        if close is not None:
+            close()
 
 
 def _household(split: str, **kwargs: Any) -> Env:
