@@ -292,7 +292,7 @@ def run(
     _setup_logging(verbose)
     with _errors():
         chosen = get_preset(preset, model=model, env=env, workers=workers)
-        out = out or Path("runs") / chosen.name
+        out = out or Path("runs") / (chosen.name if chosen.env == "household" else f"{chosen.name}-{chosen.env}")
         run_pipeline(chosen, out, _progress_cm)
     from rich.console import Console
     from rich.markdown import Markdown

@@ -81,11 +81,28 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+ENV_SETTINGS: dict[str, dict[str, Any]] = {
+    # Open action space; calls with arguments are long, and the current request and the function
+    # signatures are only in earlier observations, so prompts keep more history.
+    "bfcl": dict(
+        max_steps=60,
+        max_new_tokens=96,
+        prompt=PromptConfig(history=4, show_valid_actions=False, max_observation_chars=600),
+    ),
+    # Short valid-action lists (5-40); expert paths up to 30 steps; one 126 MB JVM per instance.
+    "textworld-express": dict(max_steps=50, eval_batch_size=32),
+}
+"""Per-environment changes to every preset (step limits, generation budgets, prompt shape, how many
+environment instances evaluation keeps alive). Explicit overrides still win."""
+
+
 def get_preset(name: str, **overrides: Any) -> Preset:
     if name not in PRESETS:
         raise UnknownNameError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    return replace(PRESETS[name], **overrides)
+    preset = replace(PRESETS[name], **overrides)
+    settings = {k: v for k, v in ENV_SETTINGS.get(preset.env, {}).items() if k not in overrides}
+    return replace(preset, **settings)
 
 
 def _no_progress(description: str, total: int) -> AbstractContextManager[Callable[[int], None]]:
@@ -146,7 +163,8 @@ def _base_model(preset: Preset, out: Path, seed: int, data: dict[str, Path], res
     from firsthand.models import create_tiny
 
     texts = (r["prompt"] + "\n" + r["completion"] for m in ("il", "iwm", "sr") for r in load_records(data[m]))
-    return create_tiny(texts, out / "models" / f"tiny-seed{seed}", replace(preset.tiny, seed=seed))
+    config = replace(preset.tiny, seed=seed, walk_tasks=preset.train_episodes)
+    return create_tiny(texts, out / "models" / f"tiny-seed{seed}", config, env=preset.env)
 
 
 def train_with_progress(
