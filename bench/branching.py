@@ -36,6 +36,7 @@ def raw_step_rate(env_name: str, tasks: int) -> tuple[float, list]:
         elapsed += time.perf_counter() - start
         steps += len(actions)
     trajectories = [replay(env, task, actions) for task, actions in plans]
+    getattr(env, "close", lambda: None)()
     return steps / elapsed, trajectories
 
 
@@ -47,6 +48,7 @@ def branch_rate(env_name: str, trajectories: list, k: int, mode: str) -> tuple[f
     for t in trajectories:
         branch_trajectory(env, t, UniformProposer(), config, stats)
     elapsed = time.perf_counter() - start
+    getattr(env, "close", lambda: None)()
     return stats["branches"] / elapsed, stats
 
 
@@ -58,6 +60,17 @@ def return_cost(env_name: str, length: int, k: int, repeats: int = 3) -> tuple[f
     # A long path of harmless, state-changing actions: walk between receptacles.
     walk = [a for a in env.valid_actions() if a.startswith("go to ")]
     actions = [walk[i % len(walk)] for i in range(length)]
+    return _return_cost(env, task, actions, k, repeats)
+
+
+def expert_return_cost(env_name: str, trajectories: list, k: int, repeats: int = 3) -> tuple[int, float, float]:
+    """The same along the longest expert trajectory (any environment): (its length, snapshot, replay)."""
+    longest = max(trajectories, key=lambda t: len(t.steps))
+    env = make(env_name, "train")
+    return len(longest.steps), *_return_cost(env, longest.task, longest.actions, k, repeats)
+
+
+def _return_cost(env, task: str, actions: list[str], k: int, repeats: int) -> tuple[float, float]:  # noqa: ANN001
     snap_times, replay_times = [], []
     for _ in range(repeats):
         env.reset(task)
@@ -70,12 +83,13 @@ def return_cost(env_name: str, length: int, k: int, repeats: int = 3) -> tuple[f
             env.step(a)
         snap_times.append(time.perf_counter() - start)
         start = time.perf_counter()
-        for i in range(length):
+        for i in range(len(actions)):
             for _ in range(k):
                 env.reset(task)
                 for a in actions[:i]:
                     env.step(a)
         replay_times.append(time.perf_counter() - start)
+    getattr(env, "close", lambda: None)()
     return statistics.median(snap_times), statistics.median(replay_times)
 
 
@@ -94,15 +108,20 @@ def main(argv: list[str] | None = None) -> None:
         f"{sum(len(t.steps) for t in trajectories)} steps, python {sys.version.split()[0]}"
     )
     print(f"raw env.step rate                     {raw:12,.0f} steps/s")
-    for mode in ("snapshot", "replay"):
+    native = make(args.env, "train").snapshot_native
+    for mode in ("snapshot", "replay") if native else ("replay",):
         runs = [branch_rate(args.env, trajectories, args.k, mode) for _ in range(3)]
         rate, stats = statistics.median(r[0] for r in runs), runs[0][1]
         print(
             f"branching k={args.k} ({mode:8s})          {rate:12,.0f} transitions/s   "
             f"ratio to raw {rate / raw:5.2f}   (mismatches {stats['resync_mismatches']})"
         )
-    for length in (20, 50):
-        snap, rep = return_cost(args.env, length, args.k)
+    costs = [return_cost(args.env, n, args.k) for n in (20, 50)] if args.env == "household" else []
+    lengths = [20, 50] if costs else []
+    if not costs and native:  # other environments: along their longest expert trajectory
+        n, snap, rep = expert_return_cost(args.env, trajectories, args.k)
+        lengths, costs = [n], [(snap, rep)]
+    for length, (snap, rep) in zip(lengths, costs, strict=True):
         print(
             f"return to every state of a {length}-step trajectory k={args.k} times: "
             f"snapshot/restore {snap * 1e3:8.2f} ms, reset+replay {rep * 1e3:8.2f} ms, "

@@ -145,3 +145,27 @@ def test_tiny_model_learns_to_beat_random_on_train_tasks(tmp_path: Path) -> None
     )
     random_agent = summarize(run_episodes("household", "train", tasks, RandomAgent(0), prompt=prompt, max_steps=12))
     assert trained["success"] >= 0.5 and trained["success"] >= random_agent["success"] + 0.3, (trained, random_agent)
+
+
+def test_walk_pretraining_learns_the_environment_language(tmp_path: Path) -> None:
+    from firsthand.models import load, pretrain_on_walks, random_walks
+
+    walks = random_walks("household", 6, 5, seed=0, tasks=3)
+    assert len(walks) == 6 and all("\n> " in w for w in walks)
+    assert walks == random_walks("household", 6, 5, seed=0, tasks=3)  # deterministic
+    # each action in a walk was valid where it was taken: replaying it reproduces the transcript
+    env = make("household", "train")
+    env.reset(env.tasks(3)[0])
+    lines = walks[0].split("\n> ")
+    for chunk in lines[1:]:
+        action, _, observation = chunk.partition("\n")
+        assert env.step(action).observation == observation.split("\n> ")[0]
+    shape = dict(hidden_size=64, intermediate_size=128, layers=2, heads=2)
+    config = TinyConfig(
+        **shape, walk_steps=25, walk_episodes=40, walk_tasks=10, walk_length=8, copy_batch=8, walk_learning_rate=3e-3
+    )
+    base = create_tiny(walks * 4, tmp_path / "base", TinyConfig(**shape))
+    model, tokenizer = load(base, for_training=True)
+    losses = pretrain_on_walks(model, tokenizer, "household", config)
+    assert len(losses) == 25
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses
