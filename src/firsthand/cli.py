@@ -283,6 +283,9 @@ def run(
     model: Annotated[str | None, typer.Option(help="Override the preset's model.")] = None,
     env: Annotated[str | None, typer.Option(help="Override the preset's environment.")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes for collect/branch.")] = None,
+    walk_steps: Annotated[
+        int | None, typer.Option(help="Pretrain the tiny model on random-policy episodes for this many steps.")
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """The main job: collect, branch, build, train IL/IWM/SR, evaluate, and print the table."""
@@ -292,6 +295,8 @@ def run(
     _setup_logging(verbose)
     with _errors():
         chosen = get_preset(preset, model=model, env=env, workers=workers)
+        if walk_steps is not None:
+            chosen = replace(chosen, tiny=replace(chosen.tiny, walk_steps=walk_steps))
         out = out or Path("runs") / (chosen.name if chosen.env == "household" else f"{chosen.name}-{chosen.env}")
         run_pipeline(chosen, out, _progress_cm)
     from rich.console import Console
