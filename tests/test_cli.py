@@ -103,3 +103,13 @@ def test_run_smoke_preset_end_to_end(tmp_path: Path) -> None:
 def test_run_rejects_unknown_preset(tmp_path: Path) -> None:
     r = run("run", "--preset", "huge", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "unknown preset 'huge'" in r.stderr and "quickstart" in r.stderr
+
+
+def test_environment_settings_replace_generic_defaults_only() -> None:
+    from firsthand.pipeline import ENV_SETTINGS, get_preset
+
+    assert get_preset("quickstart", env="bfcl").max_steps == ENV_SETTINGS["bfcl"]["max_steps"]
+    assert get_preset("quickstart", env="bfcl").prompt == ENV_SETTINGS["bfcl"]["prompt"]
+    assert get_preset("smoke", env="bfcl").max_steps == 4  # the preset's own choice stands
+    assert get_preset("quickstart", env="bfcl", max_steps=7).max_steps == 7  # so does an explicit override
+    assert get_preset("quickstart").max_steps == 20

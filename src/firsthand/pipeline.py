@@ -92,8 +92,8 @@ ENV_SETTINGS: dict[str, dict[str, Any]] = {
     # Short valid-action lists (5-40); expert paths up to 30 steps; one 126 MB JVM per instance.
     "textworld-express": dict(max_steps=50, eval_batch_size=32),
 }
-"""Per-environment changes to every preset (step limits, generation budgets, prompt shape, how many
-environment instances evaluation keeps alive). Explicit overrides still win."""
+"""Per-environment changes to the presets' generic defaults (step limits, generation budgets, prompt
+shape, how many environment instances evaluation keeps alive)."""
 
 
 def get_preset(name: str, **overrides: Any) -> Preset:
@@ -101,7 +101,14 @@ def get_preset(name: str, **overrides: Any) -> Preset:
         raise UnknownNameError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
     preset = replace(PRESETS[name], **overrides)
-    settings = {k: v for k, v in ENV_SETTINGS.get(preset.env, {}).items() if k not in overrides}
+    # An environment's settings replace generic defaults only: a preset's own choice (smoke's 4-step
+    # episodes) and explicit overrides stand.
+    generic = Preset(name=preset.name)
+    settings = {
+        k: v
+        for k, v in ENV_SETTINGS.get(preset.env, {}).items()
+        if k not in overrides and getattr(preset, k) == getattr(generic, k)
+    }
     return replace(preset, **settings)
 
 
