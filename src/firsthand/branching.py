@@ -137,7 +137,7 @@ class BranchConfig:
             raise UnknownNameError(f"unknown mode {self.mode!r}; valid modes: {', '.join(MODES)}")
 
 
-def _candidates(env: Env) -> list[str]:
+def candidate_actions_of(env: Env) -> list[str]:
     """Plausible actions at the current state of an open-action-space environment (see contract.py)."""
     candidates = getattr(env, "candidate_actions", None)
     return list(candidates()) if candidates is not None else []
@@ -201,7 +201,7 @@ def branch_trajectory(
             break
         stats["states"] += 1
         rng = random.Random(f"{config.seed}:{trajectory.id}:{i}")
-        pool = step.valid_actions or _candidates(env)
+        pool = step.valid_actions or candidate_actions_of(env)
         context = ProposalContext(trajectory.goal, list(history), step.observation, pool, step.action)
         alternatives, refilled = proposer.propose(context, config.k, rng)
         stats["refilled"] += refilled
@@ -210,8 +210,9 @@ def branch_trajectory(
         start = len(records)
         # Alternatives first; the expert action last, so that (with replay) the walk goes on from there.
         in_sync = True
-        for action in alternatives:
-            if not go_to_state(i, snapshot):
+        for j, action in enumerate(alternatives):
+            # The walk stands at s_i already (checked above): the first alternative needs no return.
+            if j and not go_to_state(i, snapshot):
                 in_sync = False
                 break
             execute(i, action, expert=False)

@@ -31,6 +31,9 @@ class AgentInput:
 
     prompt: str
     valid_actions: list[str]
+    candidates: list[str] = field(default_factory=list)
+    """For agents that ask for them (`wants_candidates`): the environment's candidate actions where it
+    has no valid-action list (open action spaces)."""
 
 
 class Agent(Protocol):
@@ -42,15 +45,20 @@ class Agent(Protocol):
 
 
 class RandomAgent:
-    """Picks a uniformly random valid action: the floor every table shows."""
+    """Picks a uniformly random valid action (or candidate action, in open action spaces): the floor
+    every table shows."""
 
     name = "random"
+    wants_candidates = True
 
     def __init__(self, seed: int = 0) -> None:
         self.rng = random.Random(seed)
 
     def act(self, inputs: Sequence[AgentInput]) -> list[str]:
-        return [f"Action: {self.rng.choice(x.valid_actions) if x.valid_actions else 'look'}" for x in inputs]
+        return [f"Action: {self._pick(x.valid_actions or x.candidates)}" for x in inputs]
+
+    def _pick(self, actions: list[str]) -> str:
+        return self.rng.choice(actions) if actions else "look"
 
 
 class ModelAgent:
@@ -200,6 +208,9 @@ def run_episodes(
     queue = list(tasks)
     active: list[_Episode] = []
     idle: list[Env] = []  # environments are reused: some adapters start a JVM per instance
+    wants_candidates = getattr(agent, "wants_candidates", False)
+    from firsthand.branching import candidate_actions_of
+
     while queue or active:
         while queue and len(active) < batch_size:  # keep the batch full as episodes finish
             env = idle.pop() if idle else make(env_name, split, **kwargs)
@@ -209,7 +220,8 @@ def run_episodes(
         inputs = []
         for e in active:
             valid = e.env.valid_actions()
-            inputs.append(AgentInput(policy_prompt(e.goal, e.history, e.observation, valid, prompt), valid))
+            candidates = candidate_actions_of(e.env) if wants_candidates and not valid else []
+            inputs.append(AgentInput(policy_prompt(e.goal, e.history, e.observation, valid, prompt), valid, candidates))
         replies = agent.act(inputs)
         still: list[_Episode] = []
         for e, x, reply in zip(active, inputs, replies, strict=True):
