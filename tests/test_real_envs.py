@@ -39,3 +39,29 @@ def test_data_stages_compose(env: str, tmp_path: Path) -> None:
     for r in load_records(tmp_path / "sr"):
         thought, _, action = r["completion"].partition("\nAction: ")
         assert not reflection_problems(thought, action), thought
+
+
+def test_random_baseline_in_an_open_action_space() -> None:
+    """bfcl has no valid-action list: the random agent draws from candidate actions, and invalid
+    actions are counted from the environment's own verdict (info["invalid"])."""
+    from firsthand.evaluate import RandomAgent, run_episodes
+    from firsthand.registry import make
+
+    tasks = make("bfcl", "id_test").tasks(3)
+    results = run_episodes("bfcl", "id_test", tasks, RandomAgent(0), batch_size=3, max_steps=4)
+    actions = [a for r in results for a in r.actions]
+    assert len(actions) == 12 and "look" not in actions
+    assert all("(" in a and a.endswith(")") for a in actions)  # calls, as the candidates are
+    assert all(r.invalid_actions <= r.steps for r in results)
+    broken = run_episodes("bfcl", "id_test", tasks[:1], _Fixed("not a call ("), max_steps=2)
+    assert broken[0].invalid_actions == 2
+
+
+class _Fixed:
+    name = "fixed"
+
+    def __init__(self, action: str) -> None:
+        self.action = action
+
+    def act(self, inputs: list) -> list[str]:
+        return [f"Action: {self.action}" for _ in inputs]

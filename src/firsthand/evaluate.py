@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from firsthand.branching import candidate_actions_of
 from firsthand.contract import Env
 from firsthand.prompts import PromptConfig, parse_action, policy_prompt
 from firsthand.registry import make
@@ -209,8 +210,6 @@ def run_episodes(
     active: list[_Episode] = []
     idle: list[Env] = []  # environments are reused: some adapters start a JVM per instance
     wants_candidates = getattr(agent, "wants_candidates", False)
-    from firsthand.branching import candidate_actions_of
-
     while queue or active:
         while queue and len(active) < batch_size:  # keep the batch full as episodes finish
             env = idle.pop() if idle else make(env_name, split, **kwargs)
