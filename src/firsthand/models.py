@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -190,17 +190,31 @@ def pretrain_copying(model: Any, config: TinyConfig) -> list[float]:
 
     generator = torch.Generator().manual_seed(config.seed)
     vocab = torch.arange(len(SPECIAL_TOKENS), config.vocab_size)  # every non-special id
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=config.copy_steps, pct_start=0.1)
-    model.train()
-    losses = []
     n = config.copy_length
-    for _ in range(config.copy_steps):
+
+    def batch() -> tuple[Any, Any, Any]:
         segment = vocab[torch.randint(len(vocab), (config.copy_batch, n), generator=generator)]  # [B, n]
         ids = torch.cat([segment, segment], dim=1)  # [B, 2n]
         labels = ids.clone()
         labels[:, : n + 1] = -100  # only the repeat is predictable (its first token is not)
-        loss = model(input_ids=ids, labels=labels).loss
+        return ids, None, labels
+
+    return _language_model_loop(model, batch, config.copy_steps, 1e-3, "copy pretraining")
+
+
+def _language_model_loop(
+    model: Any, batch: Callable[[], tuple[Any, Any, Any]], steps: int, lr: float, what: str
+) -> list[float]:
+    """AdamW with a one-cycle schedule over `steps` batches of (input_ids, attention_mask, labels)."""
+    import torch
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        ids, mask, labels = batch()
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -208,7 +222,7 @@ def pretrain_copying(model: Any, config: TinyConfig) -> list[float]:
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
     model.eval()
-    log.info("copy pretraining: loss %.3f -> %.3f over %d steps", losses[0], losses[-1], len(losses))
+    log.info("%s: loss %.3f -> %.3f over %d steps", what, losses[0], losses[-1], len(losses))
     return losses
 
 
@@ -263,27 +277,15 @@ def pretrain_on_walks(model: Any, tokenizer: Any, env_name: str, config: TinyCon
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     docs = [tokenizer(w, add_special_tokens=False)["input_ids"][: config.max_positions - 1] + [end] for w in walks]
     rng = random.Random(config.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.walk_learning_rate, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.walk_learning_rate, total_steps=config.walk_steps, pct_start=0.1
-    )
-    model.train()
-    losses = []
-    for _ in range(config.walk_steps):
-        batch = [docs[rng.randrange(len(docs))] for _ in range(config.copy_batch)]
-        width = max(map(len, batch))
-        ids = torch.tensor([d + [tokenizer.pad_token_id] * (width - len(d)) for d in batch])
-        mask = (torch.arange(width)[None] < torch.tensor([len(d) for d in batch])[:, None]).long()
-        loss = model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-    model.eval()
-    log.info("walk pretraining: loss %.3f -> %.3f over %d steps", losses[0], losses[-1], len(losses))
-    return losses
+
+    def batch() -> tuple[Any, Any, Any]:
+        chosen = [docs[rng.randrange(len(docs))] for _ in range(config.copy_batch)]
+        width = max(map(len, chosen))
+        ids = torch.tensor([d + [tokenizer.pad_token_id] * (width - len(d)) for d in chosen])
+        mask = (torch.arange(width)[None] < torch.tensor([len(d) for d in chosen])[:, None]).long()
+        return ids, mask, ids.masked_fill(mask == 0, -100)
+
+    return _language_model_loop(model, batch, config.walk_steps, config.walk_learning_rate, "walk pretraining")
 
 
 def cache_dir() -> Path:
