@@ -55,7 +55,7 @@ def _household(split: str, **kwargs: Any) -> Env:
 register("household", _household)
 
 
-def _lazy(module: str, cls: str, extra: str, package: str) -> Callable[..., Env]:
+def _lazy(module: str, cls: str, install: str, package: str) -> Callable[..., Env]:
     """A factory that imports `firsthand.envs.<module>` (and its backend) only when called."""
 
     def factory(split: str, **kwargs: Any) -> Env:
@@ -67,7 +67,7 @@ def _lazy(module: str, cls: str, extra: str, package: str) -> Callable[..., Env]
             if e.name and e.name.split(".")[0] == package.replace("-", "_"):
                 raise DependencyNotInstalled(
                     f"environment {module.replace('_', '-')!r} needs the package {package!r}; "
-                    f"install it with: pip install 'firsthand[{extra}]'"
+                    f"install it with: {install}"
                 ) from e
             raise
         return getattr(backend, cls)(split, **kwargs)
@@ -75,9 +75,18 @@ def _lazy(module: str, cls: str, extra: str, package: str) -> Callable[..., Env]
     return factory
 
 
-register("scienceworld", _lazy("scienceworld", "ScienceWorldEnv", "scienceworld", "scienceworld"))
-register("bfcl", _lazy("bfcl", "BfclEnv", "bfcl", "bfcl_eval"))
-register("textworld-cooking", _lazy("textworld_cooking", "TextWorldCookingEnv", "textworld", "textworld"))
-register(
-    "textworld-express", _lazy("textworld_express", "TextWorldExpressEnv", "textworld-express", "textworld_express")
-)
+_EXTRA = "pip install 'firsthand[{}]'"
+for _name, _module, _cls, _package, _install in (
+    ("scienceworld", "scienceworld", "ScienceWorldEnv", "scienceworld", _EXTRA.format("scienceworld")),
+    # bfcl-eval's declared dependencies pull several GB of CUDA wheels its multi-turn environment never imports
+    ("bfcl", "bfcl", "BfclEnv", "bfcl_eval", "pip install --no-deps bfcl-eval mpmath"),
+    ("textworld-cooking", "textworld_cooking", "TextWorldCookingEnv", "textworld", _EXTRA.format("textworld")),
+    (
+        "textworld-express",
+        "textworld_express",
+        "TextWorldExpressEnv",
+        "textworld_express",
+        _EXTRA.format("textworld-express"),
+    ),
+):
+    register(_name, _lazy(_module, _cls, _install, _package))
