@@ -111,3 +111,36 @@ def test_parse_action() -> None:
     assert parse_action("Action: look\nAction: inventory") == "inventory"
     assert parse_action("go to desk 1") is None
     assert parse_action("Action:   ") is None
+
+
+def test_policy_prompt_restates_the_goal_next_to_the_question() -> None:
+    from firsthand.prompts import PromptConfig, policy_prompt
+
+    history = [("You are in the middle of a room.", "go to fridge 1")]
+    on = policy_prompt("put a cool egg in countertop.", history, "The fridge 1 is closed.", [], PromptConfig())
+    assert on.startswith(POLICY_INSTRUCTION)
+    assert on.endswith("The fridge 1 is closed.\n\nGoal: put a cool egg in countertop.\nWhat do you do next?")
+    assert on.count("Goal: put a cool egg in countertop.") == 2  # also stated before the history
+    off = policy_prompt(
+        "put a cool egg in countertop.", history, "The fridge 1 is closed.", [], PromptConfig(restate_goal=False)
+    )
+    assert off.endswith("The fridge 1 is closed.\n\nWhat do you do next?")
+    assert off.count("Goal:") == 1
+
+
+def test_evaluation_renders_prompts_as_the_training_data_did(tmp_path: Path) -> None:
+    """Models trained on data built before `restate_goal` existed are evaluated without it."""
+    from firsthand.evaluate import training_prompt
+    from firsthand.prompts import PromptConfig
+
+    for name, prompt, expected in (
+        ("old", {"history": 1, "show_valid_actions": False, "max_observation_chars": 99}, False),
+        ("new", {"history": 2, "show_valid_actions": True, "max_observation_chars": 200, "restate_goal": True}, True),
+    ):
+        data, run = tmp_path / name / "data", tmp_path / name / "run"
+        data.mkdir(parents=True)
+        (run / "model").mkdir(parents=True)
+        (data / "manifest.json").write_text(json.dumps({"config": {"prompt": prompt}}))
+        (run / "manifest.json").write_text(json.dumps({"config": {"method": "il", "data": {"il": str(data)}}}))
+        assert training_prompt(run / "model") == PromptConfig(**{**prompt, "restate_goal": expected})
+    assert training_prompt(tmp_path / "nowhere" / "model") is None

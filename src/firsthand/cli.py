@@ -168,6 +168,9 @@ def build(
     sr_alternatives: Annotated[int, typer.Option(help="Alternatives contrasted in each reflection.")] = 3,
     history: Annotated[int, typer.Option(help="Past steps shown in each prompt.")] = 2,
     valid_actions: Annotated[bool, typer.Option(help="List the valid actions in policy prompts.")] = True,
+    restate_goal: Annotated[
+        bool, typer.Option(help="Repeat the goal right before the question in policy prompts.")
+    ] = True,
     verbose: Verbose = False,
 ) -> None:
     """Build the IL, IWM or SR training set (prompt/completion, chat files, Parquet)."""
@@ -177,7 +180,7 @@ def build(
 
     _setup_logging(verbose)
     with _errors():
-        prompt = PromptConfig(history=history, show_valid_actions=valid_actions)
+        prompt = PromptConfig(history=history, show_valid_actions=valid_actions, restate_goal=restate_goal)
         manifest = run_build(method, source, out, BuildConfig(prompt=prompt, sr_alternatives=sr_alternatives))
     _summary(f"build {method}", manifest, out)
     typer.echo(f"samples to read: {out / 'samples.txt'}")

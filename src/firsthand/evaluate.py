@@ -262,7 +262,7 @@ def training_prompt(model: Path) -> PromptConfig | None:
         prompt = json.loads((data / "manifest.json").read_text())["config"]["prompt"]
     except (OSError, KeyError, TypeError, ValueError):
         return None
-    return PromptConfig(**prompt)
+    return PromptConfig(**{"restate_goal": False, **prompt})  # data built before the option did not restate it
 
 
 def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:

