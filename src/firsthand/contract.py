@@ -55,6 +55,16 @@ class DependencyNotInstalled(FirsthandError, ImportError):
     """An optional backend is missing; the message names the pip extra that installs it."""
 
 
+def check_env_args(env: str, split: str, splits: Any, max_steps: int | None, default_max_steps: int) -> int:
+    """Validate an adapter's `split` and `max_steps` (None: `default_max_steps`); return the step limit."""
+    if split not in splits:
+        raise UnknownNameError(f"unknown split {split!r} for {env}; valid splits: {', '.join(splits)}")
+    max_steps = default_max_steps if max_steps is None else max_steps
+    if max_steps < 1:
+        raise InvalidInputError(f"max_steps must be at least 1, got {max_steps!r}")
+    return max_steps
+
+
 # ----------------------------------------------------------------------------------------------
 # The environment protocol
 # ----------------------------------------------------------------------------------------------

@@ -89,7 +89,7 @@ from firsthand.contract import (
     InvalidInputError,
     NoExpertError,
     StepResult,
-    UnknownNameError,
+    check_env_args,
 )
 
 MAX_VARIATIONS: dict[str, int] = {
@@ -372,11 +372,7 @@ class ScienceWorldEnv:
         task_types: Sequence[str] | None = None,
         candidates_per_template: int = 6,
     ) -> None:
-        if split not in SPLITS:
-            raise UnknownNameError(f"unknown split {split!r} for scienceworld; valid splits: {', '.join(SPLITS)}")
-        max_steps = 150 if max_steps is None else max_steps
-        if max_steps < 1:
-            raise InvalidInputError(f"max_steps must be at least 1, got {max_steps!r}")
+        max_steps = check_env_args("scienceworld", split, SPLITS, max_steps, 150)
         if candidates_per_template < 1:
             raise InvalidInputError(f"candidates_per_template must be at least 1, got {candidates_per_template!r}")
         chosen = [t for t in TASK_TYPES if t not in LONG_TASK_TYPES] if task_types is None else list(task_types)

@@ -49,7 +49,14 @@ from textworld.core import GameState
 from textworld.envs.wrappers.tw_inform7 import Inform7Data, StateTracking
 from textworld.envs.zmachine.jericho import JerichoEnv
 
-from firsthand.contract import SPLITS, FirsthandError, InvalidInputError, NoExpertError, StepResult, UnknownNameError
+from firsthand.contract import (
+    SPLITS,
+    FirsthandError,
+    InvalidInputError,
+    NoExpertError,
+    StepResult,
+    check_env_args,
+)
 
 NAME = "textworld-cooking"
 SETTINGS: dict[str, Any] = {
@@ -318,11 +325,7 @@ class TextWorldCookingEnv:
     snapshot_native: ClassVar[bool] = True
 
     def __init__(self, split: str = "train", *, max_steps: int | None = None) -> None:
-        if split not in SPLITS:
-            raise UnknownNameError(f"unknown split {split!r} for {NAME}; valid splits: {', '.join(SPLITS)}")
-        max_steps = DEFAULT_MAX_STEPS if max_steps is None else max_steps
-        if max_steps < 1:
-            raise InvalidInputError(f"max_steps must be at least 1, got {max_steps!r}")
+        max_steps = check_env_args(NAME, split, SPLITS, max_steps, DEFAULT_MAX_STEPS)
         self.split = split
         self.max_steps = max_steps
         self._game: _Game | None = None

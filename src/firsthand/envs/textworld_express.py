@@ -73,6 +73,7 @@ from firsthand.contract import (
     NoExpertError,
     StepResult,
     UnknownNameError,
+    check_env_args,
 )
 
 GAMES: tuple[str, ...] = (
@@ -203,11 +204,7 @@ class TextWorldExpressEnv:
         games: str | Sequence[str] | None = None,
         game_params: Mapping[str, str] | None = None,
     ) -> None:
-        if split not in SPLITS:
-            raise UnknownNameError(f"unknown split {split!r} for textworld-express; valid splits: {', '.join(SPLITS)}")
-        max_steps = 50 if max_steps is None else max_steps
-        if max_steps < 1:
-            raise InvalidInputError(f"max_steps must be at least 1, got {max_steps!r}")
+        max_steps = check_env_args("textworld-express", split, SPLITS, max_steps, 50)
         for g in game_params or {}:
             if g not in GAMES:
                 raise UnknownNameError(f"game_params names unknown game {g!r}; valid games: {', '.join(GAMES)}")

@@ -67,7 +67,7 @@ from bfcl_eval.constants.executable_backend_config import (
 )
 from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_checker import response_checker, state_checker
 
-from firsthand.contract import SPLITS, InvalidInputError, NoExpertError, StepResult, UnknownNameError
+from firsthand.contract import SPLITS, InvalidInputError, NoExpertError, StepResult, check_env_args
 from firsthand.envs.bfcl.calls import Call, format_call, parse_call
 from firsthand.envs.bfcl.candidates import candidate_calls
 
@@ -354,11 +354,7 @@ class BfclEnv:
     def __init__(
         self, split: str = "train", *, max_steps: int | None = None, observation_limit: int = OBSERVATION_LIMIT
     ) -> None:
-        if split not in SPLITS:
-            raise UnknownNameError(f"unknown split {split!r} for bfcl; valid splits: {', '.join(SPLITS)}")
-        max_steps = DEFAULT_MAX_STEPS if max_steps is None else max_steps
-        if max_steps < 1:
-            raise InvalidInputError(f"max_steps must be at least 1, got {max_steps!r}")
+        max_steps = check_env_args("bfcl", split, SPLITS, max_steps, DEFAULT_MAX_STEPS)
         if observation_limit < 1:
             raise InvalidInputError(f"observation_limit must be at least 1, got {observation_limit!r}")
         self.split = split

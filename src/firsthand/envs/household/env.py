@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from firsthand.contract import SPLITS, InvalidInputError, NoExpertError, StepResult, UnknownNameError
+from firsthand.contract import SPLITS, InvalidInputError, NoExpertError, StepResult, check_env_args
 from firsthand.envs.household.world import APPLIANCE, LAMP, SPLIT_SIZE, TRANSFORM, Task, generate, kind_of
 
 NOTHING = "Nothing happens."
@@ -110,10 +110,7 @@ class HouseholdEnv:
     snapshot_native: ClassVar[bool] = True
 
     def __init__(self, split: str = "train", *, max_steps: int = 50) -> None:
-        if split not in SPLITS:
-            raise UnknownNameError(f"unknown split {split!r} for household; valid splits: {', '.join(SPLITS)}")
-        if max_steps < 1:
-            raise InvalidInputError(f"max_steps must be at least 1, got {max_steps!r}")
+        max_steps = check_env_args("household", split, SPLITS, max_steps, 50)
         self.split = split
         self.max_steps = max_steps
         self._task: Task | None = None
