@@ -72,7 +72,6 @@ import json
 import os
 import random
 import re
-import subprocess
 import threading
 import weakref
 from collections import defaultdict
@@ -80,17 +79,16 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import scienceworld  # noqa: F401 - the registry turns a missing package into DependencyNotInstalled
-from py4j.java_gateway import GatewayParameters, JavaGateway, launch_gateway
 from scienceworld.constants import BASEPATH, JAR_PATH
 
 from firsthand.contract import (
     SPLITS,
-    DependencyNotInstalled,
     InvalidInputError,
     NoExpertError,
     StepResult,
     check_env_args,
 )
+from firsthand.envs._jvm import start_gateway, stop_gateway
 
 MAX_VARIATIONS: dict[str, int] = {
     "boil": 30,
@@ -205,18 +203,9 @@ class _Host:
     """One JVM and the bookkeeping that lets several simulators share it deterministically."""
 
     def __init__(self) -> None:
-        try:
-            port, proc = launch_gateway(
-                classpath=JAR_PATH, die_on_exit=True, cwd=BASEPATH, return_proc=True, javaopts=list(JVM_OPTIONS)
-            )
-        except OSError as e:
-            raise DependencyNotInstalled(
-                f"ScienceWorld runs in a Java VM and starting `java` failed ({e}); install a Java runtime "
-                "(11 or newer), e.g. `apt-get install openjdk-17-jre-headless`"
-            ) from e
-        self.proc = proc
+        self.gateway = start_gateway(JAR_PATH, BASEPATH, JVM_OPTIONS, "ScienceWorld")
+        self.proc = self.gateway.java_process
         self.pid = os.getpid()
-        self.gateway = JavaGateway(gateway_parameters=GatewayParameters(auto_field=True, port=port), java_process=proc)
         jvm = self.gateway.jvm
         self._random = jvm.java.lang.Class.forName("scala.util.Random$").getField("MODULE$").get(None).self()
         self._seed = jvm.java.lang.Class.forName("java.util.Random").getDeclaredField("seed")
@@ -248,18 +237,7 @@ class _Host:
         self.owner = simulator
 
     def shutdown(self) -> None:
-        try:
-            self.gateway.shutdown()
-        finally:
-            if self.proc.poll() is None:  # die_on_exit: the JVM quits when its stdin gets a line
-                try:
-                    self.proc.stdin.write(b"\n")
-                    self.proc.stdin.flush()
-                    self.proc.wait(timeout=10)
-                except (OSError, ValueError):
-                    pass
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
+        stop_gateway(self.gateway)
 
 
 _HOST: _Host | None = None

@@ -64,17 +64,17 @@ from textworld_express.constants import BASEPATH, JAR_PATH
 
 # isort: split
 import orjson
-from py4j.java_gateway import GatewayParameters, JavaGateway, launch_gateway
+from py4j.java_gateway import JavaGateway
 
 from firsthand.contract import (
     SPLITS,
-    DependencyNotInstalled,
     InvalidInputError,
     NoExpertError,
     StepResult,
     UnknownNameError,
     check_env_args,
 )
+from firsthand.envs._jvm import start_gateway, stop_gateway
 
 GAMES: tuple[str, ...] = (
     "cookingworld",
@@ -230,18 +230,7 @@ class TextWorldExpressEnv:
         server = self._servers.get(game)
         if server is None:
             if self._gateway is None:
-                try:
-                    port, proc = launch_gateway(
-                        classpath=JAR_PATH, die_on_exit=True, cwd=BASEPATH, javaopts=JAVA_OPTIONS, return_proc=True
-                    )
-                except OSError as e:
-                    raise DependencyNotInstalled(
-                        f"textworld-express runs its games in Java and could not start it ({e}); install a Java "
-                        "runtime, 1.8 or newer (e.g. apt-get install default-jre-headless), with `java` on PATH"
-                    ) from e
-                self._gateway = JavaGateway(
-                    gateway_parameters=GatewayParameters(port=port, auto_field=True), java_process=proc
-                )
+                self._gateway = start_gateway(JAR_PATH, BASEPATH, JAVA_OPTIONS, "textworld-express")
             server = self._gateway.jvm.textworldexpress.runtime.PythonInterface()
             message = server.load(game, self.params[game])
             if message:
@@ -257,20 +246,8 @@ class TextWorldExpressEnv:
         gateway, self._gateway = self._gateway, None
         self._servers = {}
         self._task = None
-        if gateway is None:
-            return
-        proc = gateway.java_process
-        try:
-            gateway.shutdown()
-        except Exception:  # noqa: BLE001 - the JVM may already be gone; the process is handled below
-            pass
-        if proc is not None and proc.poll() is None:
-            try:  # py4j's die_on_exit: the JVM exits when its standard input closes
-                proc.stdin.close()
-                proc.wait(timeout=5)
-            except Exception:  # noqa: BLE001 - whatever went wrong, the process must not outlive us
-                proc.kill()
-                proc.wait()
+        if gateway is not None:
+            stop_gateway(gateway, timeout=5)
 
     def __enter__(self) -> TextWorldExpressEnv:
         return self
