@@ -188,6 +188,17 @@ def test_policy_proposer_refills_invalid_and_duplicate_proposals() -> None:
     assert refilled == 1
 
 
+def test_policy_proposer_keeps_free_text_proposals_in_open_action_spaces() -> None:
+    import random
+
+    candidates = ["ls()", "pwd()", "cd(folder='a')"]  # a sample of what can be called, not all of it
+    context = ProposalContext("goal", [], "obs", candidates, "ls()", open_actions=True)
+    sampler = ScriptedSampler(["ls()", "mkdir(dir_name='b')", "", "mkdir(dir_name='b')", "pwd()"])
+    chosen, refilled = PolicyProposer(sampler).propose(context, 3, random.Random(0))
+    assert chosen == ["mkdir(dir_name='b')", "pwd()", "cd(folder='a')"]  # the third refilled from candidates
+    assert refilled == 1
+
+
 def test_bad_input(experts: Path, tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="--k must be at least 1"):
         branch(experts, tmp_path / "b", BranchConfig(k=0))

@@ -50,6 +50,9 @@ class ProposalContext:
     observation: str
     valid_actions: list[str]
     expert_action: str
+    open_actions: bool = False
+    """An open action space: `valid_actions` holds the environment's candidate actions, a sample of what
+    can be done rather than all of it, so a proposal outside them is still executed as proposed."""
 
 
 class ActionSampler(Protocol):
@@ -86,7 +89,9 @@ class PolicyProposer:
     """Ask a policy model for candidates; canonicalise, de-duplicate, refill from valid actions.
 
     `share` is the fraction of the K alternatives taken from the policy (1.0 for `policy`, 0.5 for
-    `mixed`); the rest, and any invalid or duplicate proposal, are sampled uniformly.
+    `mixed`); the rest, and any invalid or duplicate proposal, are sampled uniformly. In open action
+    spaces (`ProposalContext.open_actions`) every distinct non-empty proposal is kept: the environment
+    decides what it does, and that outcome is the experience.
     """
 
     def __init__(self, sampler: ActionSampler, *, share: float = 1.0, name: str = "policy") -> None:
@@ -101,7 +106,8 @@ class PolicyProposer:
             valid = set(context.valid_actions)
             for candidate in self.sampler.sample_actions([context], 2 * want)[0]:
                 action = " ".join(candidate.strip().split())
-                if action == context.expert_action or action in chosen or (valid and action not in valid):
+                outside = bool(valid) and not context.open_actions and action not in valid
+                if not action or action == context.expert_action or action in chosen or outside:
                     continue
                 chosen.append(action)
                 if len(chosen) == want:
@@ -202,7 +208,9 @@ def branch_trajectory(
         stats["states"] += 1
         rng = random.Random(f"{config.seed}:{trajectory.id}:{i}")
         pool = step.valid_actions or candidate_actions_of(env)
-        context = ProposalContext(trajectory.goal, list(history), step.observation, pool, step.action)
+        context = ProposalContext(
+            trajectory.goal, list(history), step.observation, pool, step.action, open_actions=not step.valid_actions
+        )
         alternatives, refilled = proposer.propose(context, config.k, rng)
         stats["refilled"] += refilled
         stats["short_states"] += len(alternatives) < config.k
