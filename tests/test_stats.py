@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from firsthand.stats import iwm_schedule, steps_per_epoch, wilson_interval
+from firsthand.stats import iwm_schedule, paired_difference, steps_per_epoch, wilson_interval
 
 
 def naive_wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -38,3 +38,32 @@ def test_iwm_schedule_adds_up_to_the_budget() -> None:
     for budget in (1, 7, 100):
         first, second = iwm_schedule(budget, 999, 8, 0.5)
         assert first + second == budget and second >= budget / 2
+
+
+def naive_paired_difference(a: list[bool], b: list[bool], z: float = 1.959963984540054) -> tuple[float, float, float]:
+    import statistics
+
+    d = [int(y) - int(x) for x, y in zip(a, b, strict=True)]
+    half = z * math.sqrt(statistics.pvariance(d) / len(d))
+    return statistics.fmean(d), statistics.fmean(d) - half, statistics.fmean(d) + half
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_paired_difference_matches_the_per_episode_differences(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    a = [rng.random() < 0.4 for _ in range(120)]
+    b = [x if rng.random() < 0.7 else rng.random() < 0.6 for x in a]  # correlated with a, as two policies are
+    got = paired_difference(a, b)
+    want = naive_paired_difference(a, b)
+    assert got == pytest.approx(want, abs=1e-12)
+    assert got[1] <= got[0] <= got[2]
+
+
+def test_paired_difference_edge_cases() -> None:
+    assert paired_difference([True, False], [True, False]) == (0.0, 0.0, 0.0)  # identical: no doubt left
+    assert paired_difference([False] * 4, [True] * 4) == (1.0, 1.0, 1.0)
+    assert paired_difference([], []) == (0.0, -1.0, 1.0)
+    with pytest.raises(ValueError, match="same episodes"):
+        paired_difference([True], [True, False])

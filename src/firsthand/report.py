@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import statistics
 from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from firsthand.artifacts import package_versions, write_json_atomic
-from firsthand.stats import wilson_interval
+from firsthand.stats import paired_difference, wilson_interval
 
 METHOD_NAMES = {"random": "Random", "prompt": "Prompt", "il": "IL", "iwm": "IWM", "sr": "SR"}
 ORDER = ("random", "prompt", "il", "iwm", "sr")
@@ -42,14 +44,97 @@ def pool(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     return dict(pooled)
 
 
+def versus_il(out: Path, rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per method and split: success minus IL's, paired over the same episodes (same seed, same tasks).
+
+    Read from the evaluation files under `out`/eval; pairs of all seeds are pooled.
+    """
+
+    def wins(method: str, seed: int, split: str) -> dict[str, bool] | None:
+        path = Path(out) / "eval" / f"{method}-seed{seed}-{split}.json"
+        if not path.exists():
+            return None
+        return {e["task"]: bool(e["won"]) for e in json.loads(path.read_text())["episodes"]}
+
+    pairs: dict[tuple[str, str], tuple[list[bool], list[bool]]] = defaultdict(lambda: ([], []))
+    for r in rows:
+        if r["method"] in ("il", "random"):
+            continue
+        il, other = wins("il", r["seed"], r["split"]), wins(r["method"], r["seed"], r["split"])
+        if il is None or other is None:
+            continue
+        baseline, mine = pairs[(r["method"], r["split"])]
+        for task in sorted(set(il) & set(other)):
+            baseline.append(il[task])
+            mine.append(other[task])
+    compared: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for (method, split), (baseline, mine) in pairs.items():
+        diff, low, high = paired_difference(baseline, mine)
+        compared[method][split] = {"difference": diff, "ci_low": low, "ci_high": high, "episodes": len(mine)}
+    return dict(compared)
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
+
+
+def _signed(x: float) -> str:
+    return f"{100 * x:+.1f}"
+
+
+def comparison_markdown(compared: dict[str, dict[str, dict[str, Any]]], splits: tuple[str, ...]) -> str:
+    methods = [m for m in ORDER if m in compared]
+    if not methods:
+        return ""
+    lines = [
+        "",
+        "Difference from IL in points (95% interval, paired over the same episodes):",
+        "",
+        "| method | " + " | ".join(splits) + " |",
+        "|---|" + "---|" * len(splits),
+    ]
+    for m in methods:
+        cells = []
+        for s in splits:
+            c = compared[m].get(s)
+            cells.append(
+                f"{_signed(c['difference'])} ({_signed(c['ci_low'])} to {_signed(c['ci_high'])})" if c else "-"
+            )
+        lines.append(f"| {METHOD_NAMES.get(m, m)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def seeds_markdown(pooled: dict[str, dict[str, dict[str, Any]]], splits: tuple[str, ...]) -> str:
+    """Success of each seed, and their mean and standard deviation: how much a seed moves the result."""
+    methods = [m for m in ORDER if m in pooled]
+    seeds = sorted({seed for m in methods for c in pooled[m].values() for seed in c["seeds"]}, key=int)
+    if len(seeds) < 2:
+        return ""
+    lines = [
+        "",
+        "Success % per seed:",
+        "",
+        "| method | split | " + " | ".join(f"seed {s}" for s in seeds) + " | mean +- sd |",
+        "|---|---|" + "---|" * len(seeds) + "---|",
+    ]
+    for m in methods:
+        for split in splits:
+            c = pooled[m].get(split)
+            if not c:
+                continue
+            values = [c["seeds"][s]["success"] for s in seeds if s in c["seeds"]]
+            cells = [_pct(c["seeds"][s]["success"]) if s in c["seeds"] else "-" for s in seeds]
+            spread = f"{_pct(statistics.fmean(values))} +- {_pct(statistics.stdev(values))}" if len(values) > 1 else "-"
+            lines.append(f"| {METHOD_NAMES.get(m, m)} | {split} | " + " | ".join(cells) + f" | {spread} |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown(pooled: dict[str, dict[str, dict[str, Any]]], splits: tuple[str, ...], title: str) -> str:
     methods = [m for m in ORDER if m in pooled]
     lines = [f"# {title}", "", "Success rate % (95% Wilson interval), pooled over seeds.", ""]
-    lines.append("| method | " + " | ".join(splits) + " | mean steps | invalid actions % |")
+    lines.append(
+        "| method | " + " | ".join(splits) + f" | mean steps ({splits[0]}) | invalid actions % ({splits[0]}) |"
+    )
     lines.append("|---|" + "---|" * len(splits) + "---|---|")
     for m in methods:
         cells = []
@@ -77,7 +162,7 @@ def plot(pooled: dict[str, dict[str, dict[str, Any]]], splits: tuple[str, ...], 
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(methods), 3.6), dpi=120)
     width = 0.8 / len(splits)
     for j, split in enumerate(splits):
-        xs, ys, err = [], [], [[], []]
+        xs, ys, err, dots = [], [], [[], []], []
         for i, m in enumerate(methods):
             c = pooled[m].get(split)
             if not c:
@@ -86,11 +171,16 @@ def plot(pooled: dict[str, dict[str, dict[str, Any]]], splits: tuple[str, ...], 
             ys.append(100 * c["success"])
             err[0].append(100 * (c["success"] - c["ci_low"]))
             err[1].append(100 * (c["ci_high"] - c["success"]))
+            dots.append([100 * v["success"] for v in c["seeds"].values()])
         ax.bar(xs, ys, width, yerr=err, capsize=3, label=split)
+        for x, per_seed in zip(xs, dots, strict=True):
+            if len(per_seed) > 1:  # each seed as a dot: the spread that the pooled interval does not show
+                ax.scatter([x] * len(per_seed), per_seed, s=9, color="black", zorder=3, alpha=0.6)
     ax.set_xticks(range(len(methods)), [METHOD_NAMES.get(m, m) for m in methods])
     ax.set_ylabel("success rate (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(title, fontsize=10)
+    several = any(len(c["seeds"]) > 1 for m in methods for c in pooled[m].values())
+    ax.set_title(title + ("\nbars: pooled, 95% Wilson interval; dots: each seed" if several else ""), fontsize=9)
     ax.legend(frameon=False, fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -102,6 +192,7 @@ def plot(pooled: dict[str, dict[str, dict[str, Any]]], splits: tuple[str, ...], 
 
 def write_report(out: Path, preset: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
     pooled = pool(rows)
+    compared = versus_il(out, rows)
     title = f"{preset.env}: {preset.model}, {preset.train_episodes} expert trajectories, k={preset.k}"
     results = {
         "preset": preset.name,
@@ -110,11 +201,14 @@ def write_report(out: Path, preset: Any, rows: list[dict[str, Any]]) -> dict[str
         "seeds": list(preset.seeds),
         "splits": list(preset.splits),
         "results": pooled,
+        "versus_il": compared,
         "per_seed": rows,
         "config": asdict(preset),
         "versions": package_versions(("torch", "transformers", "trl")),
     }
     write_json_atomic(Path(out) / "results.json", results)
-    (Path(out) / "results.md").write_text(markdown(pooled, tuple(preset.splits), title), encoding="utf-8")
+    splits = tuple(preset.splits)
+    text = markdown(pooled, splits, title) + comparison_markdown(compared, splits) + seeds_markdown(pooled, splits)
+    (Path(out) / "results.md").write_text(text, encoding="utf-8")
     plot(pooled, tuple(preset.splits), Path(out) / "results.png", title)
     return results

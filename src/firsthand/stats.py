@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -36,3 +37,24 @@ def iwm_schedule(budget: int, iwm_examples: int, batch_size: int, max_share: flo
         raise ValueError(f"budget must be at least 1 step, got {budget}")
     first = min(steps_per_epoch(iwm_examples, batch_size), math.floor(budget * max_share))
     return first, budget - first
+
+
+def paired_difference(
+    baseline: Sequence[bool], other: Sequence[bool], z: float = 1.959963984540054
+) -> tuple[float, float, float]:
+    """Difference in success rate `other - baseline` over the same episodes, with a 95% Wald interval.
+
+    Both methods played the same tasks, so the per-episode differences d_i = other_i - baseline_i
+    (each -1, 0 or +1) are what varies: the interval is mean(d) +- z * sqrt(var(d) / n), far narrower
+    than two independent intervals when the methods succeed on overlapping episodes.
+    """
+    if len(baseline) != len(other):
+        raise ValueError(f"need the same episodes for both, got {len(baseline)} and {len(other)}")
+    n = len(baseline)
+    if n == 0:
+        return 0.0, -1.0, 1.0
+    gained = sum(bool(o) and not bool(b) for b, o in zip(baseline, other, strict=True))
+    lost = sum(bool(b) and not bool(o) for b, o in zip(baseline, other, strict=True))
+    diff = (gained - lost) / n
+    half = z * math.sqrt(max((gained + lost) / n - diff * diff, 0.0) / n)
+    return diff, max(-1.0, diff - half), min(1.0, diff + half)
