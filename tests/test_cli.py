@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 CLI = [sys.executable, "-m", "firsthand.cli"]
 
 
@@ -79,30 +81,43 @@ def test_check_command() -> None:
 
 def test_run_smoke_preset_end_to_end(tmp_path: Path) -> None:
     """The real main job on the smoke preset: every stage, results.json/md/png, printed table."""
-    r = subprocess.run(
-        [*CLI, "run", "--preset", "smoke", "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=600
-    )
+    command = [*CLI, "run", "--preset", "smoke", "--eval-episodes", "3", "--out", str(tmp_path / "run")]
+    r = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["preset"] == "smoke" and results["seeds"] == [0]
     for method in ("random", "il", "iwm", "sr"):
         for split in ("id_test", "ood_test"):
             cell = results["results"][method][split]
-            assert cell["episodes"] == 4 and 0 <= cell["ci_low"] <= cell["success"] <= cell["ci_high"] <= 1
+            assert cell["episodes"] == 3 and 0 <= cell["ci_low"] <= cell["success"] <= cell["ci_high"] <= 1
     assert (tmp_path / "run" / "results.png").read_bytes()[:4] == b"\x89PNG"
-    assert "IWM" in r.stdout and "ood_test" in r.stdout
+    assert "IWM" in r.stdout and "ood_test" in r.stdout and "Difference from IL" in r.stdout
+    assert set(results["versus_il"]) == {"iwm", "sr"} and results["versus_il"]["sr"]["id_test"]["episodes"] == 3
     for stage in ("experts", "branches", "data/il", "data/iwm", "data/sr", "train/il-seed0", "train/sr-seed0"):
         assert (tmp_path / "run" / stage / "manifest.json").exists(), stage
     # A second run finds every stage done and only reprints the table.
-    again = subprocess.run(
-        [*CLI, "run", "--preset", "smoke", "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120
-    )
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "IWM" in again.stdout
 
 
 def test_run_rejects_unknown_preset(tmp_path: Path) -> None:
     r = run("run", "--preset", "huge", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "unknown preset 'huge'" in r.stderr and "quickstart" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--seeds", "0,x", "--seeds takes comma-separated integers (e.g. 0,1,2), got '0,x'"),
+        ("--seeds", "1,1", "seeds must be distinct and at least one, got [1, 1]"),
+        ("--eval-episodes", "0", "eval_episodes must be at least 1, got 0"),
+        ("--k", "-2", "k must be at least 1, got -2"),
+    ],
+)
+def test_run_rejects_bad_overrides(tmp_path: Path, option: str, value: str, message: str) -> None:
+    r = run("run", "--preset", "smoke", option, value, "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and message in r.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_environment_settings_replace_generic_defaults_only() -> None:

@@ -73,6 +73,17 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log progress det
 Workers = Annotated[int, typer.Option(help="Worker processes.")]
 
 
+def _seeds(text: str | None) -> tuple[int, ...] | None:
+    from firsthand.contract import InvalidInputError
+
+    if text is None:
+        return None
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise InvalidInputError(f"--seeds takes comma-separated integers (e.g. 0,1,2), got {text!r}") from None
+
+
 @app.command()
 def envs() -> None:
     """List the registered environments."""
@@ -289,6 +300,10 @@ def run(
     walk_steps: Annotated[
         int | None, typer.Option(help="Pretrain the tiny model on random-policy episodes for this many steps.")
     ] = None,
+    train_episodes: Annotated[int | None, typer.Option(help="Override the expert trajectories collected.")] = None,
+    eval_episodes: Annotated[int | None, typer.Option(help="Override the episodes per split and seed.")] = None,
+    k: Annotated[int | None, typer.Option(help="Override the alternatives per expert state.")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Override the seeds, comma-separated (e.g. 0,1,2).")] = None,
     verbose: Verbose = False,
 ) -> None:
     """The main job: collect, branch, build, train IL/IWM/SR, evaluate, and print the table."""
@@ -297,7 +312,16 @@ def run(
 
     _setup_logging(verbose)
     with _errors():
-        chosen = get_preset(preset, model=model, env=env, workers=workers)
+        chosen = get_preset(
+            preset,
+            model=model,
+            env=env,
+            workers=workers,
+            train_episodes=train_episodes,
+            eval_episodes=eval_episodes,
+            k=k,
+            seeds=_seeds(seeds),
+        )
         if walk_steps is not None:
             chosen = replace(chosen, tiny=replace(chosen.tiny, walk_steps=walk_steps))
         out = out or Path("runs") / (chosen.name if chosen.env == "household" else f"{chosen.name}-{chosen.env}")

@@ -102,6 +102,13 @@ def get_preset(name: str, **overrides: Any) -> Preset:
     if name not in PRESETS:
         raise UnknownNameError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    for key in ("train_episodes", "eval_episodes", "k"):
+        if key in overrides and overrides[key] < 1:
+            raise InvalidInputError(f"{key} must be at least 1, got {overrides[key]!r}")
+    if "seeds" in overrides:
+        overrides["seeds"] = tuple(overrides["seeds"])
+        if not overrides["seeds"] or len(set(overrides["seeds"])) != len(overrides["seeds"]):
+            raise InvalidInputError(f"seeds must be distinct and at least one, got {list(overrides['seeds'])!r}")
     preset = replace(PRESETS[name], **overrides)
     # An environment's settings replace generic defaults only: a preset's own choice (smoke's 4-step
     # episodes) and explicit overrides stand.
