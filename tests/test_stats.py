@@ -41,15 +41,19 @@ def test_iwm_schedule_adds_up_to_the_budget() -> None:
 
 
 def naive_paired_difference(a: list[bool], b: list[bool], z: float = 1.959963984540054) -> tuple[float, float, float]:
-    import statistics
-
+    # Agresti-Min: the per-episode differences plus four pseudo-episodes of weight 1/2, one in each cell
+    # of the paired table (+1, -1, and two ties); then a Wald interval on their weighted mean.
     d = [int(y) - int(x) for x, y in zip(a, b, strict=True)]
-    half = z * math.sqrt(statistics.pvariance(d) / len(d))
-    return statistics.fmean(d), statistics.fmean(d) - half, statistics.fmean(d) + half
+    values, weights = d + [1, -1, 0, 0], [1.0] * len(d) + [0.5] * 4
+    total = sum(weights)
+    mean = sum(w * v for w, v in zip(weights, values, strict=True)) / total
+    variance = sum(w * (v - mean) ** 2 for w, v in zip(weights, values, strict=True)) / total
+    half = z * math.sqrt(variance / total)
+    return sum(d) / len(d), mean - half, mean + half
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_paired_difference_matches_the_per_episode_differences(seed: int) -> None:
+def test_paired_difference_matches_the_adjusted_per_episode_differences(seed: int) -> None:
     import random
 
     rng = random.Random(seed)
@@ -62,8 +66,10 @@ def test_paired_difference_matches_the_per_episode_differences(seed: int) -> Non
 
 
 def test_paired_difference_edge_cases() -> None:
-    assert paired_difference([True, False], [True, False]) == (0.0, 0.0, 0.0)  # identical: no doubt left
-    assert paired_difference([False] * 4, [True] * 4) == (1.0, 1.0, 1.0)
+    diff, low, high = paired_difference([False] * 4, [False] * 4)  # nothing differs: still not certain
+    assert diff == 0.0 and low == pytest.approx(-high) and 0.3 < high < 0.5
+    diff, low, high = paired_difference([False] * 50, [True] * 50)
+    assert diff == 1.0 and 0.85 < low < high == 1.0
     assert paired_difference([], []) == (0.0, -1.0, 1.0)
     with pytest.raises(ValueError, match="same episodes"):
         paired_difference([True], [True, False])

@@ -42,11 +42,14 @@ def iwm_schedule(budget: int, iwm_examples: int, batch_size: int, max_share: flo
 def paired_difference(
     baseline: Sequence[bool], other: Sequence[bool], z: float = 1.959963984540054
 ) -> tuple[float, float, float]:
-    """Difference in success rate `other - baseline` over the same episodes, with a 95% Wald interval.
+    """Difference in success rate `other - baseline` over the same episodes, with a 95% interval.
 
-    Both methods played the same tasks, so the per-episode differences d_i = other_i - baseline_i
-    (each -1, 0 or +1) are what varies: the interval is mean(d) +- z * sqrt(var(d) / n), far narrower
-    than two independent intervals when the methods succeed on overlapping episodes.
+    Both methods played the same tasks, so what varies is the per-episode difference d_i = other_i -
+    baseline_i (-1, 0 or +1): the interval is far narrower than two independent ones when the methods
+    win overlapping episodes. It is Agresti and Min's (2005) adjusted Wald interval for matched pairs:
+    half an episode is added to each of the four cells of the paired table (both won, only one, only the
+    other, neither) before mean(d) +- z * sqrt(var(d) / n). Unlike the plain Wald interval it does not
+    collapse to zero width when no episode differs. Returns (observed difference, low, high).
     """
     if len(baseline) != len(other):
         raise ValueError(f"need the same episodes for both, got {len(baseline)} and {len(other)}")
@@ -55,6 +58,8 @@ def paired_difference(
         return 0.0, -1.0, 1.0
     gained = sum(bool(o) and not bool(b) for b, o in zip(baseline, other, strict=True))
     lost = sum(bool(b) and not bool(o) for b, o in zip(baseline, other, strict=True))
-    diff = (gained - lost) / n
-    half = z * math.sqrt(max((gained + lost) / n - diff * diff, 0.0) / n)
-    return diff, max(-1.0, diff - half), min(1.0, diff + half)
+    total = n + 2
+    up, down = (gained + 0.5) / total, (lost + 0.5) / total
+    centre = up - down
+    half = z * math.sqrt(max(up + down - centre * centre, 0.0) / total)
+    return (gained - lost) / n, max(-1.0, centre - half), min(1.0, centre + half)
