@@ -319,3 +319,19 @@ def test_math_cannot_stall_the_process_or_leak_precision() -> None:
     assert r.observation == "{'result': mpf('3.00049')}"  # BFCL renders mpmath's value at 3 digits so
     assert env.step("square_root(number=2, precision=3)").observation == "{'result': Decimal('1.41')}"
     assert (mpmath.mp.dps, decimal.getcontext().prec) == (dps, prec)
+
+
+def test_one_episode_cannot_change_the_next_through_mutable_defaults() -> None:
+    """TwitterAPI.post_tweet(mentions=[]) keeps its default list in the tweet and mention() extends it:
+    without a copy per call, a mention in one episode showed up in every later tweet of the process."""
+    task = "multi_turn_base_8"  # posts a tweet at its 6th step
+    env = _env(task)
+    actions = env.expert_actions()
+    clean = [env.step(a).observation for a in actions]
+    env.reset(task)
+    for a in actions[:6]:
+        env.step(a)
+    assert env.step("mention(tweet_id=1, mentioned_usernames=['Anomaly'])").observation.endswith('successfully"}')
+    env.reset(task)
+    assert [env.step(a).observation for a in actions] == clean
+    assert any('"mentions": []' in o for o in clean)  # the tweet as posted, no one mentioned

@@ -243,6 +243,12 @@ def execute(instances: dict[str, Any], owners: dict[str, str], call: Call) -> _O
         bound = signature.bind(*call.args, **dict(call.kwargs))
     except TypeError as e:
         return _Outcome(f"Invalid action: {call.name}(): {e}; the signature is {call.name}{signature}", False, True)
+    # Some API methods have mutable default arguments that later calls change in place
+    # (TwitterAPI.post_tweet(mentions=[]) stores the default list in the tweet; mention() extends it), so
+    # one episode's actions leaked into every later one in the process: each call gets its own copy.
+    for name, parameter in signature.parameters.items():
+        if name not in bound.arguments and isinstance(parameter.default, list | dict | set):
+            bound.arguments[name] = copy.deepcopy(parameter.default)
     for param, limit in _LIMITS.get(call.name, {}).items():
         value = bound.arguments.get(param)
         if isinstance(value, int | float) and abs(value) > limit:
