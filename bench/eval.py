@@ -1,12 +1,18 @@
 """Batched evaluation against one episode at a time: episodes per second.
 
     python bench/eval.py [--model PATH] [--episodes 32] [--max-steps 6] [--batch-size 32]
+                         [--max-new-tokens 24 200]
 
-Without --model, a fresh `tiny` model is created (untrained: it always writes --max-new-tokens
-tokens, so both modes do the same amount of generation). Both modes run the same episodes with the
-same greedy model; the script checks they took the same actions and prints the speed-up. A model from
-`firsthand train` is shown the prompts it was trained with (for example the quickstart's SR model with
---max-new-tokens 200, the budget the quickstart gives its thoughts).
+Each generation budget is measured in turn; the defaults are the quickstart's: 24 new tokens per step
+for IL and IWM (an action) and 200 for SR (a thought, then the action). Without --model, a fresh `tiny`
+model is created (untrained: it always writes the whole budget, so both modes do the same amount of
+generation). Both modes run the same episodes with the same greedy model; the script checks they took
+the same actions and prints the speed-up. A model from `firsthand train` is shown the prompts it was
+trained with.
+
+Batching only saves decoding: prefill is compute-bound, so a batch of prompts costs about as much as the
+same prompts one by one. The script prints that bound too: one-at-a-time time divided by the batched
+run's prefill time, the speed-up batching would reach if its decoding were free.
 """
 
 from __future__ import annotations
@@ -15,18 +21,15 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from firsthand.evaluate import ModelAgent, run_episodes, training_prompt
 from firsthand.prompts import PromptConfig
 from firsthand.registry import make
 
 
-def prefill_bound(agent: ModelAgent, tasks: list[str], prompt: PromptConfig) -> None:
-    """Time one forward pass over the first step's prompts, batched and one by one.
-
-    Prefill is compute-bound, so batching cannot make it much cheaper per prompt on a CPU; this ratio
-    bounds what batching can gain once generation is dominated by prompt processing.
-    """
+def prefill_seconds(agent: ModelAgent, tasks: list[str], prompt: PromptConfig, batch_size: int) -> float:
+    """Seconds for one forward pass over the first step's prompts, `batch_size` prompts at a time."""
     import torch
 
     from firsthand.prompts import policy_prompt
@@ -38,19 +41,38 @@ def prefill_bound(agent: ModelAgent, tasks: list[str], prompt: PromptConfig) -> 
         prompts.append(agent.render(policy_prompt(info["goal"], [], observation, env.valid_actions(), prompt)))
     tok = agent.tokenizer
     tok.padding_side = "left"
-    timings = {}
     with torch.inference_mode():
-        for label, size in (("batched", len(prompts)), ("one at a time", 1)):
-            start = time.perf_counter()
-            for i in range(0, len(prompts), size):
-                batch = tok(prompts[i : i + size], return_tensors="pt", padding=True, add_special_tokens=False)
-                agent.model(**batch)
-            timings[label] = time.perf_counter() - start
-    n = sum(len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+        start = time.perf_counter()
+        for i in range(0, len(prompts), batch_size):
+            batch = tok(prompts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+            agent.model(**batch, logits_to_keep=1)
+        return time.perf_counter() - start
+
+
+def measure(model: Path, tasks: list[str], prompt: PromptConfig, args: Any, max_new_tokens: int) -> None:
+    timings, actions = {}, {}
+    for label, batch in (("batched", args.batch_size), ("one at a time", 1)):
+        agent = ModelAgent.from_path(model, max_new_tokens=max_new_tokens)
+        run_episodes("household", "id_test", tasks[:1], agent, prompt=prompt, max_steps=1)  # warm-up, not timed
+        agent.generate_seconds = 0.0
+        start = time.perf_counter()
+        results = run_episodes(
+            "household", "id_test", tasks, agent, prompt=prompt, batch_size=batch, max_steps=args.max_steps
+        )
+        timings[label] = time.perf_counter() - start
+        actions[label] = [r.actions for r in results]
+        steps = sum(r.steps for r in results)
+        print(
+            f"  {label:14s} batch={batch:3d}: {len(tasks)} episodes, {steps} steps in {timings[label]:7.2f} s "
+            f"= {len(tasks) / timings[label]:6.2f} episodes/s (generate {agent.generate_seconds:6.2f} s)"
+        )
+    steps_per_episode = sum(len(a) for a in actions["batched"]) / len(tasks)
+    prefill = prefill_seconds(agent, tasks, prompt, args.batch_size) * steps_per_episode
+    same = actions["batched"] == actions["one at a time"]
     print(
-        f"prefill only ({len(prompts)} prompts, {n / len(prompts):.0f} tokens each): "
-        f"batched {timings['batched']:.2f} s, "
-        f"one at a time {timings['one at a time']:.2f} s, ratio {timings['one at a time'] / timings['batched']:.1f}x"
+        f"  speed-up batched / one at a time: {timings['one at a time'] / timings['batched']:.1f}x "
+        f"(identical actions: {same}); batched prefill alone {prefill:.2f} s, "
+        f"so at most {timings['one at a time'] / prefill:.1f}x"
     )
 
 
@@ -60,45 +82,27 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=32)
     parser.add_argument("--max-steps", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-new-tokens", type=int, default=12)
+    parser.add_argument("--max-new-tokens", type=int, nargs="+", default=None)
     args = parser.parse_args()
 
-    import torch
+    from firsthand.pipeline import PRESETS
 
-    torch.set_num_threads(torch.get_num_threads())
+    quickstart = PRESETS["quickstart"]
+    budgets = args.max_new_tokens or [quickstart.max_new_tokens, quickstart.sr_max_new_tokens]
     if args.model is None:
-        from firsthand.experts import collect
+        from firsthand.experts import collect, load_trajectories
         from firsthand.models import create_tiny
 
         tmp = Path(tempfile.mkdtemp())
         collect("household", "train", 30, tmp / "experts")
-        from firsthand.experts import load_trajectories
-
         texts = [s.observation + " " + s.action for t in load_trajectories(tmp / "experts") for s in t.steps]
         args.model = create_tiny(texts, tmp / "tiny")
     tasks = make("household", "id_test").tasks(args.episodes)
-    prompt = training_prompt(args.model) or PromptConfig()  # a trained model sees prompts as in training
-    timings = {}
-    actions = {}
-    for label, batch in (("batched", args.batch_size), ("one at a time", 1)):
-        agent = ModelAgent.from_path(args.model, max_new_tokens=args.max_new_tokens)
-        start = time.perf_counter()
-        results = run_episodes(
-            "household", "id_test", tasks, agent, prompt=prompt, batch_size=batch, max_steps=args.max_steps
-        )
-        timings[label] = time.perf_counter() - start
-        actions[label] = [r.actions for r in results]
-        steps = sum(r.steps for r in results)
-        print(
-            f"{label:14s} batch={batch:3d}: {len(tasks)} episodes, {steps} steps in {timings[label]:7.2f} s "
-            f"= {len(tasks) / timings[label]:6.2f} episodes/s (generate {agent.generate_seconds:6.2f} s)"
-        )
-    prefill_bound(agent, tasks, prompt)
-    same = actions["batched"] == actions["one at a time"]
-    print(
-        f"speed-up batched / one at a time: {timings['one at a time'] / timings['batched']:.1f}x "
-        f"(identical actions: {same})"
-    )
+    # A trained model sees prompts as in training; a fresh one the quickstart's.
+    prompt = training_prompt(args.model) or quickstart.prompt
+    for tokens in budgets:
+        print(f"max_new_tokens={tokens}:")
+        measure(args.model, tasks, prompt, args, tokens)
 
 
 if __name__ == "__main__":
