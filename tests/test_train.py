@@ -104,6 +104,25 @@ def test_batched_and_single_episodes_agree(data: dict[str, Path], tmp_path: Path
     assert [r.actions for r in batched] == [r.actions for r in single]
 
 
+def test_response_prefix_starts_the_reply(data: dict[str, Path], tmp_path: Path) -> None:
+    from firsthand.evaluate import AgentInput
+
+    plain = ModelAgent.from_path(_tiny(data, tmp_path / "base"), max_new_tokens=4)
+    prefixed = ModelAgent.from_path(tmp_path / "base", max_new_tokens=4, response_prefix="Action: open")
+    assert prefixed.render("p") == plain.render("p") + "Action: open"
+    [reply] = prefixed.act([AgentInput("Goal: x", [])])
+    assert reply.startswith("Action: open")
+    # what follows the prefix is the model's continuation of exactly that text
+    tokens = plain.tokenizer(plain.render("Goal: x") + "Action: open", return_tensors="pt", add_special_tokens=False)
+    import torch
+
+    with torch.inference_mode():
+        pad = plain.tokenizer.pad_token_id
+        out = plain.model.generate(**tokens, max_new_tokens=4, do_sample=False, pad_token_id=pad)
+    continuation = plain.tokenizer.decode(out[0, tokens["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert reply == "Action: open" + continuation
+
+
 def test_policy_proposer_with_a_real_model(data: dict[str, Path], tmp_path: Path) -> None:
     """`branch --proposer policy` samples from a model; untrained proposals are refilled from valid actions."""
     model = _tiny(data, tmp_path / "base")

@@ -245,6 +245,9 @@ def evaluate(
         int | None, typer.Option(help="Past steps in each prompt (default: as the model was trained).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random agent.")] = 0,
+    response_prefix: Annotated[
+        str, typer.Option(help="Make every reply begin with this text ('Thought:' makes an SR model reason first).")
+    ] = "",
 ) -> None:
     """Evaluate a model (or the random agent) on a split: success with a 95% Wilson interval."""
     from firsthand.artifacts import write_json_atomic
@@ -268,7 +271,9 @@ def evaluate(
         agent = (
             RandomAgent(seed)
             if model == "random"
-            else ModelAgent.from_path(Path(model), name=model, max_new_tokens=max_new_tokens)
+            else ModelAgent.from_path(
+                Path(model), name=model, max_new_tokens=max_new_tokens, response_prefix=response_prefix
+            )
         )
         with _progress(f"eval {split}", len(tasks)) as advance:
             results = run_episodes(

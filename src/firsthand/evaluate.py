@@ -66,10 +66,21 @@ class ModelAgent:
     """A causal LM that answers the policy prompt; greedy decoding, batched, left-padded."""
 
     def __init__(
-        self, model: Any, tokenizer: Any, *, name: str = "model", max_new_tokens: int = 48, max_prompt_tokens: int = 896
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str = "model",
+        max_new_tokens: int = 48,
+        max_prompt_tokens: int = 896,
+        response_prefix: str = "",
     ) -> None:
         self.model, self.tokenizer, self.name = model, tokenizer, name
         self.max_new_tokens = max_new_tokens
+        self.response_prefix = response_prefix
+        """Text the reply is made to begin with ("Thought:" makes an SR model reason before it acts: trained
+        on reflections mixed with plain expert actions for the same prompts, greedy decoding otherwise
+        starts with "Action:" every time; measured on household, see the README)."""
         self.max_prompt_tokens = max_prompt_tokens
         self.generate_seconds = 0.0
         from firsthand.train import fast_bf16
@@ -84,8 +95,11 @@ class ModelAgent:
         return cls(model, tokenizer, **kwargs)
 
     def render(self, prompt: str) -> str:
-        return self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        return (
+            self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
+            + self.response_prefix
         )
 
     def act(self, inputs: Sequence[AgentInput]) -> list[str]:
@@ -114,7 +128,7 @@ class ModelAgent:
             )
         replies = self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
         self.generate_seconds += time.perf_counter() - start
-        return replies
+        return [self.response_prefix + r for r in replies]
 
 
 class PolicySampler:
