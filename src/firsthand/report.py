@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 from collections import defaultdict
@@ -50,6 +51,7 @@ def versus_il(out: Path, rows: list[dict[str, Any]]) -> dict[str, dict[str, dict
     Read from the evaluation files under `out`/eval; pairs of all seeds are pooled.
     """
 
+    @functools.cache  # IL's file serves every other method of the same seed and split: read it once
     def wins(method: str, seed: int, split: str) -> dict[str, bool] | None:
         path = Path(out) / "eval" / f"{method}-seed{seed}-{split}.json"
         if not path.exists():
