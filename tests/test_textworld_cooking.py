@@ -55,10 +55,27 @@ def _record(task: str) -> dict:
 
 def test_first_observation_is_the_story_only(env: TextWorldCookingEnv) -> None:
     obs, info = env.reset("train-0")
-    assert info["goal"].startswith("You are hungry! Let's cook a delicious meal.")
-    assert obs.startswith(info["goal"]) and "\n\n-= " in obs  # goal, then the room's name and description
+    assert obs.startswith("You are hungry! Let's cook a delicious meal.")  # the game's objective
+    assert "\n\n-= " in obs  # then the room's name and description
     assert "$$" not in obs and "\n>" not in obs and not obs.endswith("/1")  # no banner, prompt or status line
     assert info["task"] == "train-0" and info["max_score"] == 8  # 2 ingredients x (take, cook, cut) + prepare + eat
+
+
+def test_goal_carries_the_cookbooks_recipe(env: TextWorldCookingEnv) -> None:
+    _, info = env.reset("train-0")
+    assert info["goal"] == (
+        "cook the meal of the recipe and eat it. Ingredients: carrot, yellow bell pepper. "
+        "Directions: slice the carrot, roast the carrot, "
+        "dice the yellow bell pepper, roast the yellow bell pepper, prepare meal."
+    )
+    # The same recipe as the cookbook prints when the expert reads it.
+    for action in env.expert_actions():
+        result = env.step(action)
+        if action == "examine cookbook":
+            break
+    book = " ".join(result.observation.split())
+    assert "Ingredients: carrot yellow bell pepper Directions: slice the carrot roast the carrot" in book
+    assert info["goal"] == result.info["goal"]
 
 
 def test_clean_observation() -> None:

@@ -93,6 +93,8 @@ ENV_SETTINGS: dict[str, dict[str, Any]] = {
     ),
     # Short valid-action lists (5-40); expert paths up to 30 steps; one 126 MB JVM per instance.
     "textworld-express": dict(max_steps=50, eval_batch_size=32),
+    # Expert paths of 13-16 actions: the generic 20-step limit would leave a policy 4-7 spare actions.
+    "textworld-cooking": dict(max_steps=50),
 }
 """Per-environment changes to the presets' generic defaults (step limits, generation budgets, prompt
 shape, how many environment instances evaluation keeps alive)."""
