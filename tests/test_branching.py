@@ -18,6 +18,7 @@ from firsthand.branching import (
     ProposalContext,
     branch,
     branch_trajectory,
+    effective_shard_size,
     load_branches,
     new_stats,
 )
@@ -72,6 +73,14 @@ def test_snapshot_and_replay_modes_agree(experts: Path, tmp_path: Path) -> None:
     b = branch(experts, tmp_path / "r", BranchConfig(k=3, mode="replay"))
     assert [r.to_dict() for r in _records(tmp_path / "s")] == [r.to_dict() for r in _records(tmp_path / "r")]
     assert a["stats"]["replayed_steps"] == 0 and b["stats"]["replayed_steps"] > 0
+
+
+def test_at_least_ten_shards_so_progress_and_resumption_stay_fine(experts: Path, tmp_path: Path) -> None:
+    assert [effective_shard_size(n, 16) for n in (1, 9, 10, 24, 27, 160, 400)] == [1, 1, 1, 2, 2, 16, 16]
+    seen: list[int] = []
+    manifest = branch(experts, tmp_path / "b", BranchConfig(k=1), on_progress=seen.append)  # 24, shard_size 16
+    assert seen == [2] * 12 and len(list((tmp_path / "b").glob("branches-*.jsonl"))) == 12
+    assert manifest["stats"]["trajectories"] == 24
 
 
 def test_workers_do_not_change_the_records(experts: Path, tmp_path: Path) -> None:

@@ -27,15 +27,16 @@ from firsthand.envs.textworld_cooking import (
     parse_task,
     prepare,
 )
-from firsthand.experts import replay
+from firsthand.evaluate import RandomAgent, run_episodes
+from firsthand.experts import collect, replay
 
 TASKS = [f"{split}-{i}" for split in SPLITS for i in range(3)]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def games() -> None:
-    """Generate the games of every test at once (one subprocess), before the first reset asks for one."""
-    prepare(TASKS)
+    """Generate the games of every test at once, before the first reset asks for one."""
+    prepare(TASKS, workers=2)
 
 
 @pytest.fixture()
@@ -241,16 +242,32 @@ def _without_serial(story: bytes) -> bytes:
 
 
 def test_generation_is_byte_identical(tmp_path) -> None:
-    """A fresh generation (another process, another folder) gives the cached game, byte for byte."""
-    (fresh,) = prepare(["ood_test-0"], root=tmp_path)
-    cached = cache_root() / "ood_test-0"
-    assert (fresh / "task.json").read_bytes() == (cached / "task.json").read_bytes()
-    # The Z-machine header's serial number (bytes 18-23) is the compilation date (YYMMDD); a game
-    # compiled on another day differs there and nowhere else
-    assert _without_serial((fresh / "game.z8").read_bytes()) == _without_serial((cached / "game.z8").read_bytes())
-    # game.json records where TextWorld's grammar files are installed (the virtualenv's path), which
-    # differs between installs; everything else must match
-    assert _without_install_paths((fresh / "game.json").read_text()) == _without_install_paths(
-        (cached / "game.json").read_text()
-    )
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".ood_test-0.lock", "ood_test-0"]
+    """A fresh generation (other processes, another folder) gives the cached games, byte for byte."""
+    tasks = ["ood_test-0", "ood_test-1"]
+    for fresh in prepare(tasks, root=tmp_path, workers=2):  # one game in each of two processes
+        cached = cache_root() / fresh.name
+        assert (fresh / "task.json").read_bytes() == (cached / "task.json").read_bytes()
+        # The Z-machine header's serial number (bytes 18-23) is the compilation date (YYMMDD); a game
+        # compiled on another day differs there and nowhere else
+        assert _without_serial((fresh / "game.z8").read_bytes()) == _without_serial((cached / "game.z8").read_bytes())
+        # game.json records where TextWorld's grammar files are installed (the virtualenv's path), which
+        # differs between installs; everything else must match
+        assert _without_install_paths((fresh / "game.json").read_text()) == _without_install_paths(
+            (cached / "game.json").read_text()
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ood_test-0.lock", ".ood_test-1.lock", *tasks]
+
+
+def test_collection_and_evaluation_prepare_the_games_first(tmp_path, monkeypatch) -> None:
+    """Both stages hand their whole task list to the adapter's `prepare` before the first reset."""
+    calls: list[list[str]] = []
+    original = TextWorldCookingEnv.prepare
+
+    def spy(self: TextWorldCookingEnv, tasks: list[str]) -> None:
+        calls.append(list(tasks))
+        original(self, tasks)
+
+    monkeypatch.setattr(TextWorldCookingEnv, "prepare", spy)
+    collect("textworld-cooking", "train", 2, tmp_path / "experts")
+    run_episodes("textworld-cooking", "id_test", ["id_test-1", "id_test-0"], RandomAgent(seed=0), max_steps=2)
+    assert calls == [["train-0", "train-1"], ["id_test-1", "id_test-0"]]

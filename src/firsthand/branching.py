@@ -130,7 +130,8 @@ class BranchConfig:
     mode: str = "auto"
     """How to return to a state: auto (snapshot when the environment has native snapshots), snapshot, replay."""
     shard_size: int = 16
-    """Trajectories per shard (the unit of resumption and of parallel work)."""
+    """Most trajectories per shard (the unit of resumption, progress and parallel work); smaller when
+    that leaves fewer than `MIN_SHARDS` shards (see `effective_shard_size`)."""
     env_kwargs: dict[str, Any] | None = None
     """Keyword arguments for the environment constructor."""
 
@@ -287,6 +288,18 @@ def _load_sampler(model: str | None) -> ActionSampler | None:
     return PolicySampler(Path(model))
 
 
+MIN_SHARDS = 10
+"""Branching splits its input into at least this many shards (when there are as many trajectories):
+where a trajectory takes minutes (ScienceWorld replays its prefix K times at every state), 27
+trajectories in shards of 16 moved the progress bar twice and lost up to 16 trajectories' work to an
+interruption."""
+
+
+def effective_shard_size(n_trajectories: int, shard_size: int) -> int:
+    """`shard_size`, lowered so that `n_trajectories` fill at least `MIN_SHARDS` shards."""
+    return max(1, min(shard_size, n_trajectories // MIN_SHARDS))
+
+
 def branch(
     experts: Path,
     out: Path,
@@ -325,7 +338,7 @@ def branch(
         out=out,
         prefix="branches",
         config=stage_config,
-        shard_size=config.shard_size,
+        shard_size=effective_shard_size(len(trajectories), config.shard_size),
         workers=workers,
         on_shard=on_progress,
     )

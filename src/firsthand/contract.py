@@ -17,6 +17,7 @@ An environment is text in, text out::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
@@ -121,6 +122,9 @@ class Env(Protocol):
     # which the branching engine samples alternatives. And any adapter may put "invalid": bool in
     # StepResult.info; evaluation then counts invalid actions from it instead of from valid_actions().
     # Adapters that hold an external process (a JVM) also define close(), which the stages call when done.
+    # Adapters whose tasks need costly set-up (textworld-cooking generates each game) may define
+    #     def prepare(self, tasks: Iterable[str]) -> None
+    # to set up many tasks at once; collection and evaluation call it (see `prepare_tasks`) before any reset.
 
     def snapshot(self) -> Any:
         """An opaque, picklable object from which `restore` returns to the current state."""
@@ -240,3 +244,10 @@ class Branch:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Branch:
         return cls(**d)
+
+
+def prepare_tasks(env: Any, tasks: Sequence[str]) -> None:
+    """Let `env` set up `tasks` in bulk when it can (the optional `prepare` method); else do nothing."""
+    prepare = getattr(env, "prepare", None)
+    if callable(prepare) and tasks:
+        prepare(list(tasks))

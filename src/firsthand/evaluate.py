@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from firsthand.branching import candidate_actions_of
-from firsthand.contract import Env
+from firsthand.contract import Env, prepare_tasks
 from firsthand.prompts import PromptConfig, parse_action, policy_prompt
 from firsthand.registry import make
 from firsthand.stats import wilson_interval
@@ -224,6 +224,9 @@ def run_episodes(
     active: list[_Episode] = []
     idle: list[Env] = []  # environments are reused: some adapters start a JVM per instance
     wants_candidates = getattr(agent, "wants_candidates", False)
+    if queue:
+        idle.append(make(env_name, split, **kwargs))
+        prepare_tasks(idle[0], queue)
     while queue or active:
         while queue and len(active) < batch_size:  # keep the batch full as episodes finish
             env = idle.pop() if idle else make(env_name, split, **kwargs)

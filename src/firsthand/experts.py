@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from firsthand.artifacts import MANIFEST, read_jsonl, read_manifest, write_jsonl_atomic, write_manifest
-from firsthand.contract import Env, FirsthandError, InvalidInputError, ReplayError, Step, Trajectory
+from firsthand.contract import Env, FirsthandError, InvalidInputError, ReplayError, Step, Trajectory, prepare_tasks
 from firsthand.registry import opened
 from firsthand.sharding import run_sharded
 
@@ -197,6 +197,7 @@ def collect(
         raise InvalidInputError(f"--episodes must be positive, got {episodes!r}")
     with opened(env, split, **(env_kwargs or {})) as listing:  # validates the names before any work
         task_list = listing.tasks(episodes) if source is None and episodes > 0 else []
+        prepare_tasks(listing, task_list)
     config: dict[str, Any] = {
         "env": env,
         "split": split,

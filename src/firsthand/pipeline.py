@@ -95,6 +95,9 @@ ENV_SETTINGS: dict[str, dict[str, Any]] = {
     "textworld-express": dict(max_steps=50, eval_batch_size=32),
     # Expert paths of 13-16 actions: the generic 20-step limit would leave a policy 4-7 spare actions.
     "textworld-cooking": dict(max_steps=50),
+    # Expert paths of 5-88 steps (median per task type) and long observations: the adapter's own
+    # 150-step limit, and fewer environments stepped together (prompts of ~1,000 tokens).
+    "scienceworld": dict(max_steps=150, eval_batch_size=25),
 }
 """Per-environment changes to the presets' generic defaults (step limits, generation budgets, prompt
 shape, how many environment instances evaluation keeps alive)."""
