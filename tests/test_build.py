@@ -106,6 +106,19 @@ def test_reflection_filters_catch_known_failure_modes() -> None:
     assert reflection_problems(clean, "go to desk 1") == []
 
 
+def test_reflections_state_the_goal_in_the_first_person() -> None:
+    """Goals written as an instruction to the agent (ScienceWorld's) are turned into "My goal is to ..."."""
+    for goal in (
+        "Your task is to boil water. First, focus on the substance.",
+        "boil water. First, focus on the substance.",
+    ):
+        reflection = template_reflection(goal, "look around", "You see a stove.", [])
+        assert reflection.startswith("My goal is to boil water. First, focus on the substance. If I choose")
+    assert template_reflection("put a mug in desk.", "look", "A room.", []).startswith(
+        "My goal is to put a mug in desk."
+    )
+
+
 def test_parse_action() -> None:
     assert parse_action("Thought: hmm\nAction:  go to  desk 1 \n") == "go to desk 1"
     assert parse_action("Action: look\nAction: inventory") == "inventory"

@@ -40,6 +40,7 @@ def _progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
     with Progress(*columns, transient=False) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
+        progress.update(task, completed=total)  # the stage is done (all of it, when resumed from its files)
 
 
 _progress_cm = _progress

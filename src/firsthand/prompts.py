@@ -116,6 +116,9 @@ def parse_action(text: str) -> str | None:
 # ------------------------------------------------------------------------------------------------
 # Template reflections (the default reflector until a language model writes them)
 # ------------------------------------------------------------------------------------------------
+_TASK_PREAMBLE = re.compile(r"^(?:your )?(?:task|goal) is to\s+", re.IGNORECASE)
+
+
 def _lower_first(text: str) -> str:
     return text[:1].lower() + text[1:] if text else text
 
@@ -128,7 +131,7 @@ def template_reflection(goal: str, action: str, outcome: str, alternatives: Sequ
     `action`. It speaks of consequences conditionally ("would"), never as already seen, and never
     names a demonstrator, an option number or a "correct" choice.
     """
-    goal_text = goal.rstrip(".")
+    goal_text = _TASK_PREAMBLE.sub("", goal.strip()).rstrip(".")  # ScienceWorld: "Your task is to boil water."
     sentences = [f"My goal is to {_lower_first(goal_text)}."]
     for alt, result in alternatives:
         if result.strip() == "Nothing happens.":
