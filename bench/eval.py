@@ -11,8 +11,10 @@ the same actions and prints the speed-up. A model from `firsthand train` is show
 trained with.
 
 Batching only saves decoding: prefill is compute-bound, so a batch of prompts costs about as much as the
-same prompts one by one. The script prints that bound too: one-at-a-time time divided by the batched
-run's prefill time, the speed-up batching would reach if its decoding were free.
+same prompts one by one (short replies are generated in groups of similar prompt length, which saves
+the padding; see `firsthand.evaluate.length_groups`). The script prints that bound too: one-at-a-time
+time divided by the batched run's prefill time (in the same groups), the speed-up batching would reach
+if its decoding were free.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from firsthand.evaluate import ModelAgent, run_episodes, training_prompt
+from firsthand.evaluate import ModelAgent, length_groups, run_episodes, training_prompt
 from firsthand.prompts import PromptConfig
 from firsthand.registry import make
 
 
 def prefill_seconds(agent: ModelAgent, tasks: list[str], prompt: PromptConfig, batch_size: int) -> float:
-    """Seconds for one forward pass over the first step's prompts, `batch_size` prompts at a time."""
+    """Seconds for one forward pass over the first step's prompts, `batch_size` prompts at a time, in the
+    length groups the agent generates them in (`firsthand.evaluate.length_groups`)."""
     import torch
 
     from firsthand.prompts import policy_prompt
@@ -44,8 +47,11 @@ def prefill_seconds(agent: ModelAgent, tasks: list[str], prompt: PromptConfig, b
     with torch.inference_mode():
         start = time.perf_counter()
         for i in range(0, len(prompts), batch_size):
-            batch = tok(prompts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
-            agent.model(**batch, logits_to_keep=1)
+            chunk = prompts[i : i + batch_size]
+            lengths = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in chunk]
+            for group in length_groups(lengths, agent.max_new_tokens):
+                batch = tok([chunk[j] for j in group], return_tensors="pt", padding=True, add_special_tokens=False)
+                agent.model(**batch, logits_to_keep=1)
         return time.perf_counter() - start
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,6 +105,35 @@ def test_batched_and_single_episodes_agree(data: dict[str, Path], tmp_path: Path
     assert [r.actions for r in batched] == [r.actions for r in single]
 
 
+def test_length_groups() -> None:
+    from firsthand.evaluate import MIN_GROUP, length_groups
+
+    lengths = [170 + (i * 37) % 41 for i in range(50)]
+    groups = length_groups(lengths, max_new_tokens=24)
+    assert len(groups) == 50 // MIN_GROUP and sorted(i for g in groups for i in g) == list(range(50))
+    assert all(len(g) >= MIN_GROUP for g in groups)
+    flat = [lengths[i] for g in groups for i in g]
+    assert flat == sorted(lengths)  # similar lengths together: little padding in each call
+    assert length_groups(lengths, max_new_tokens=200) == [list(range(50))]  # thoughts: one call
+    assert length_groups(lengths[:31], max_new_tokens=24) == [list(range(31))]
+
+
+def _inputs_at_various_states(split: str, n: int, prompt: Any) -> list[Any]:
+    """Policy inputs 0-3 expert steps into each of the first `n` tasks: prompts of different lengths."""
+    from firsthand.evaluate import AgentInput
+    from firsthand.prompts import policy_prompt
+
+    env, inputs = make("household", split), []
+    for j, task in enumerate(env.tasks(n)):
+        observation, info = env.reset(task)
+        history = []
+        for action in env.expert_actions()[: j % 4]:
+            history.append((observation, action))
+            observation = env.step(action).observation
+        inputs.append(AgentInput(policy_prompt(info["goal"], history, observation, [], prompt), []))
+    return inputs
+
+
 def test_response_prefix_starts_the_reply(data: dict[str, Path], tmp_path: Path) -> None:
     from firsthand.evaluate import AgentInput
 
@@ -164,6 +194,18 @@ def test_tiny_model_learns_to_beat_random_on_train_tasks(tmp_path: Path) -> None
     )
     random_agent = summarize(run_episodes("household", "train", tasks, RandomAgent(0), prompt=prompt, max_steps=12))
     assert trained["success"] >= 0.5 and trained["success"] >= random_agent["success"] + 0.3, (trained, random_agent)
+
+    # Batched evaluation generates short replies in groups of similar prompt length: the trained model
+    # answers 34 prompts that way exactly as it answers each alone.
+    from firsthand.evaluate import length_groups
+
+    agent = ModelAgent.from_path(Path(manifest["model"]), max_new_tokens=24)
+    inputs = _inputs_at_various_states("train", 34, prompt)
+    lengths = [len(agent.tokenizer(agent.render(x.prompt))["input_ids"]) for x in inputs]
+    assert len(length_groups(lengths, agent.max_new_tokens)) == 2
+    replies = agent.act(inputs)
+    assert len(set(replies)) > 5
+    assert replies == [agent.act([x])[0] for x in inputs]
 
 
 def test_walk_pretraining_learns_the_environment_language(tmp_path: Path) -> None:

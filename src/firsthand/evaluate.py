@@ -62,8 +62,31 @@ class RandomAgent:
         return self.rng.choice(actions) if actions else "look"
 
 
+SHORT_REPLY_TOKENS = 32
+"""Generation budgets up to this (an action, not a thought) count as short replies; see `length_groups`."""
+MIN_GROUP = 16
+
+
+def length_groups(lengths: Sequence[int], max_new_tokens: int) -> list[list[int]]:
+    """How `ModelAgent.act` splits a batch of prompts (token counts `lengths`) into generate calls.
+
+    With short replies the prompt's forward pass dominates a batch, and left padding to the longest
+    prompt in it wastes ~24% of that pass (household evaluation). Prompts sorted by length then go in
+    groups of at least `MIN_GROUP`: on the trained quickstart IL model, 50 real prompts took 0.40 s in one
+    call and 0.32-0.34 s in 3-4 groups (10 groups: 0.47 s; replies identical). Long budgets (SR's
+    thoughts) stay one call: their cost is decoding, which batching amortises.
+    """
+    n = len(lengths)
+    if max_new_tokens > SHORT_REPLY_TOKENS or n < 2 * MIN_GROUP:
+        return [list(range(n))]
+    order = sorted(range(n), key=lambda i: lengths[i])
+    size = -(-n // (n // MIN_GROUP))
+    return [order[i : i + size] for i in range(0, n, size)]
+
+
 class ModelAgent:
-    """A causal LM that answers the policy prompt; greedy decoding, batched, left-padded."""
+    """A causal LM that answers the policy prompt; greedy decoding, batched, left-padded (short replies
+    in groups of similar prompt length, see `length_groups`)."""
 
     def __init__(
         self,
@@ -118,15 +141,24 @@ class ModelAgent:
             add_special_tokens=False,
         )
         device = "cuda" if next(self.model.parameters()).is_cuda else "cpu"
-        with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=self.bf16):
-            out = self.model.generate(
-                **batch,
-                max_new_tokens=self.max_new_tokens,
-                do_sample=False,
-                pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=self.tokenizer.eos_token_id,
-            )
-        replies = self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+        mask = batch["attention_mask"]
+        replies: list[str] = [""] * len(texts)
+        for group in length_groups(mask.sum(1).tolist(), self.max_new_tokens):
+            rows = torch.tensor(group)
+            keep = mask[rows].any(0)  # drop the columns that are padding in every row of the group
+            ids, attention = batch["input_ids"][rows][:, keep], mask[rows][:, keep]
+            with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=self.bf16):
+                out = self.model.generate(
+                    input_ids=ids,
+                    attention_mask=attention,
+                    max_new_tokens=self.max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    eos_token_id=self.tokenizer.eos_token_id,
+                )
+            texts_out = self.tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
+            for i, reply in zip(group, texts_out, strict=True):
+                replies[i] = reply
         self.generate_seconds += time.perf_counter() - start
         return [self.response_prefix + r for r in replies]
 
