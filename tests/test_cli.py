@@ -111,7 +111,7 @@ def test_run_rejects_unknown_preset(tmp_path: Path) -> None:
         ("--seeds", "0,x", "--seeds takes comma-separated integers (e.g. 0,1,2), got '0,x'"),
         ("--seeds", "1,1", "seeds must be distinct and at least one, got [1, 1]"),
         ("--eval-episodes", "0", "eval_episodes must be at least 1, got 0"),
-        ("--k", "-2", "k must be at least 1, got -2"),
+        ("--k", "-2", "--k must be at least 1 (alternatives per state), got -2"),
     ],
 )
 def test_run_rejects_bad_overrides(tmp_path: Path, option: str, value: str, message: str) -> None:

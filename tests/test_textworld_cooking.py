@@ -271,3 +271,23 @@ def test_collection_and_evaluation_prepare_the_games_first(tmp_path, monkeypatch
     collect("textworld-cooking", "train", 2, tmp_path / "experts")
     run_episodes("textworld-cooking", "id_test", ["id_test-1", "id_test-0"], RandomAgent(seed=0), max_steps=2)
     assert calls == [["train-0", "train-1"], ["id_test-1", "id_test-0"]]
+
+
+def test_generation_timeout_stops_every_worker(tmp_path, monkeypatch) -> None:
+    """A generation that runs past its time limit raises, and leaves no worker process running."""
+    import subprocess
+
+    import firsthand.envs.textworld_cooking as cooking
+
+    started: list[subprocess.Popen] = []
+    popen = subprocess.Popen
+
+    def recording(*args, **kwargs):
+        started.append(popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(cooking.subprocess, "Popen", recording)
+    monkeypatch.setattr(cooking, "GENERATION_TIMEOUT_S", -60)  # a limit of 0 s for one game a worker
+    with pytest.raises(cooking.GameGenerationError, match="took longer than 0 s"):
+        prepare(["train-7", "train-8"], root=tmp_path, workers=2)
+    assert len(started) == 2 and all(p.returncode is not None for p in started)

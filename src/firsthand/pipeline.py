@@ -114,9 +114,11 @@ def get_preset(name: str, **overrides: Any) -> Preset:
     if name not in PRESETS:
         raise UnknownNameError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    for key in ("train_episodes", "eval_episodes", "k"):
+    for key in ("train_episodes", "eval_episodes"):
         if key in overrides and overrides[key] < 1:
             raise InvalidInputError(f"{key} must be at least 1, got {overrides[key]!r}")
+    if "k" in overrides:  # checked here, before collection runs, by branching's own rule
+        BranchConfig(k=overrides["k"]).validate()
     if "seeds" in overrides:
         overrides["seeds"] = tuple(overrides["seeds"])
         if not overrides["seeds"] or len(set(overrides["seeds"])) != len(overrides["seeds"]):

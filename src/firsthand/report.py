@@ -6,6 +6,7 @@ import functools
 import json
 import statistics
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,13 @@ def _signed(x: float) -> str:
     return f"{100 * x:+.1f}"
 
 
+def _cells(
+    by_split: dict[str, dict[str, Any]], splits: tuple[str, ...], fmt: Callable[[dict[str, Any]], str]
+) -> list[str]:
+    """One table cell per split: `fmt` of its entry, "-" where the split was not evaluated."""
+    return [fmt(by_split[s]) if s in by_split else "-" for s in splits]
+
+
 def comparison_markdown(compared: dict[str, dict[str, dict[str, Any]]], splits: tuple[str, ...]) -> str:
     methods = [m for m in ORDER if m in compared]
     if not methods:
@@ -96,12 +104,11 @@ def comparison_markdown(compared: dict[str, dict[str, dict[str, Any]]], splits: 
         "|---|" + "---|" * len(splits),
     ]
     for m in methods:
-        cells = []
-        for s in splits:
-            c = compared[m].get(s)
-            cells.append(
-                f"{_signed(c['difference'])} ({_signed(c['ci_low'])} to {_signed(c['ci_high'])})" if c else "-"
-            )
+        cells = _cells(
+            compared[m],
+            splits,
+            lambda c: f"{_signed(c['difference'])} ({_signed(c['ci_low'])} to {_signed(c['ci_high'])})",
+        )
         lines.append(f"| {METHOD_NAMES.get(m, m)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -139,12 +146,11 @@ def markdown(pooled: dict[str, dict[str, dict[str, Any]]], splits: tuple[str, ..
     )
     lines.append("|---|" + "---|" * len(splits) + "---|---|")
     for m in methods:
-        cells = []
-        for s in splits:
-            c = pooled[m].get(s)
-            cells.append(
-                f"{_pct(c['success'])} ({_pct(c['ci_low'])}-{_pct(c['ci_high'])}), n={c['episodes']}" if c else "-"
-            )
+        cells = _cells(
+            pooled[m],
+            splits,
+            lambda c: f"{_pct(c['success'])} ({_pct(c['ci_low'])}-{_pct(c['ci_high'])}), n={c['episodes']}",
+        )
         first = pooled[m][splits[0]]
         lines.append(
             f"| {METHOD_NAMES.get(m, m)} | "

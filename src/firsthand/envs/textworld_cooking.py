@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -148,39 +149,45 @@ def prepare(tasks: Iterable[str], root: Path | None = None, *, workers: int = 1,
     n = max(1, min(workers, len(missing)))
     shares = [missing[i::n] for i in range(n)]
     timeout = GENERATION_TIMEOUT_S * len(shares[0]) + 60
-    logs = [tempfile.TemporaryFile(mode="w+") for _ in shares]  # files, not pipes: a full pipe would block
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", code, str(root), *share], env=env, stdout=subprocess.DEVNULL, stderr=log
-        )
-        for share, log in zip(shares, logs, strict=True)
-    ]
     from tqdm.auto import tqdm
 
     done = lambda: sum((root / t / "task.json").is_file() for t in missing)  # noqa: E731
     errors: list[str] = []
-    with tqdm(total=len(missing), desc=f"generating {NAME} games", unit="game", disable=not progress) as bar:
-        start = time.monotonic()
-        while any(p.poll() is None for p in procs):
-            if time.monotonic() - start > timeout:
-                for p in procs:
-                    p.kill()
-                raise GameGenerationError(f"generating {missing} took longer than {timeout:.0f} s")
-            time.sleep(0.5)
+    with contextlib.ExitStack() as stack:
+        # Files, not pipes: a full pipe would block the worker. Closed on every way out of this block.
+        logs = [stack.enter_context(tempfile.TemporaryFile(mode="w+")) for _ in shares]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", code, str(root), *share], env=env, stdout=subprocess.DEVNULL, stderr=log
+            )
+            for share, log in zip(shares, logs, strict=True)
+        ]
+        stack.callback(_kill_all, procs)  # a timeout or an interrupt leaves no worker behind
+        with tqdm(total=len(missing), desc=f"generating {NAME} games", unit="game", disable=not progress) as bar:
+            start = time.monotonic()
+            while any(p.poll() is None for p in procs):
+                if time.monotonic() - start > timeout:
+                    raise GameGenerationError(f"generating {missing} took longer than {timeout:.0f} s")
+                time.sleep(0.5)
+                bar.update(done() - bar.n)
             bar.update(done() - bar.n)
-        bar.update(done() - bar.n)
-    for p, log in zip(procs, logs, strict=True):
-        p.wait()
-        log.seek(0)
-        if p.returncode:
-            errors.append(f"exit status {p.returncode}: {log.read().strip()[-2000:]}")
-        log.close()
+        for p, log in zip(procs, logs, strict=True):
+            log.seek(0)
+            if p.returncode:
+                errors.append(f"exit status {p.returncode}: {log.read().strip()[-2000:]}")
     failed = [t for t in missing if not (root / t / "task.json").is_file()]
     if errors or failed:
         raise GameGenerationError(
             f"could not generate the {NAME} games {failed or missing} under {str(root)!r} ({'; '.join(errors)})"
         )
     return [root / t for t in tasks]
+
+
+def _kill_all(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
 
 
 def _generate_main(argv: Sequence[str]) -> None:

@@ -109,7 +109,7 @@ class HouseholdEnv:
     name: ClassVar[str] = "household"
     snapshot_native: ClassVar[bool] = True
 
-    def __init__(self, split: str = "train", *, max_steps: int = 50) -> None:
+    def __init__(self, split: str = "train", *, max_steps: int | None = None) -> None:
         max_steps = check_env_args("household", split, SPLITS, max_steps, 50)
         self.split = split
         self.max_steps = max_steps
