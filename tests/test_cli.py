@@ -128,3 +128,19 @@ def test_environment_settings_replace_generic_defaults_only() -> None:
     assert get_preset("smoke", env="bfcl").max_steps == 4  # the preset's own choice stands
     assert get_preset("quickstart", env="bfcl", max_steps=7).max_steps == 7  # so does an explicit override
     assert get_preset("quickstart").max_steps == 20
+
+
+def test_run_refuses_several_processes(tmp_path: Path) -> None:
+    """Only `firsthand train` is data-parallel; `run` launched by torchrun says so instead of running its
+    stages once per process."""
+    import os
+
+    r = subprocess.run(
+        [*CLI, "run", "--preset", "smoke", "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "WORLD_SIZE": "2", "RANK": "0"},
+    )
+    assert r.returncode == 2 and "launched on 2 processes" in r.stderr and "firsthand train" in r.stderr
+    assert not (tmp_path / "x").exists()

@@ -230,3 +230,54 @@ def test_walk_pretraining_learns_the_environment_language(tmp_path: Path) -> Non
     losses = pretrain_on_walks(model, tokenizer, "household", config)
     assert len(losses) == 25
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses
+
+
+def test_two_processes_train_like_one(data: dict[str, Path], tmp_path: Path) -> None:
+    """`firsthand train` under torchrun on 2 CPU processes (DDP over gloo, the code path of a multi-GPU
+    `accelerate launch`): each process takes half of every batch, so the global batch, the step budget and
+    the loss curve are those of one process; only the main process writes the stage and model files."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    command = ["train", "--method", "iwm", "--expert-data", str(data["il"]), "--data", str(data["iwm"])]
+    command += ["--epochs", "1", "--batch-size", "4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run(
+        [sys.executable, "-m", "firsthand.cli", *command, "--out", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "firsthand.cli", *command, "--out", str(tmp_path / "two")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("model: ") == 1  # printed by the main process only
+    runs = [json.loads((tmp_path / name / "manifest.json").read_text()) for name in ("one", "two")]
+    assert [s["data"] for s in runs[1]["stages"]] == ["iwm", "expert"]
+    assert runs[0]["count"] == runs[1]["count"]
+    for a, b in zip(runs[0]["stages"], runs[1]["stages"], strict=True):
+        assert a["steps"] == b["steps"]
+        losses = [h["loss"] for h in a["loss_history"]], [h["loss"] for h in b["loss_history"]]
+        assert losses[0] == pytest.approx(losses[1], rel=1e-3)
+    from safetensors.torch import load_file
+
+    weights = [load_file(tmp_path / name / "model" / "model.safetensors") for name in ("one", "two")]
+    assert weights[0].keys() == weights[1].keys()
+    for name, tensor in weights[0].items():
+        assert (tensor - weights[1][name]).abs().max() < 1e-3, name
+
+
+def test_batch_must_split_over_the_processes(data: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    from firsthand.contract import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="batch_size 4 does not split over 3 processes"):
+        train("il", data, tmp_path / "unused", tmp_path / "run", TrainConfig(batch_size=4))
+    assert not (tmp_path / "run").exists()

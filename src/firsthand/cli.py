@@ -215,21 +215,24 @@ def train(
     """Train with IL, IWM (world model, then IL) or SR (reflections + expert) on IL's step budget."""
     from firsthand.build import load_records
     from firsthand.models import TinyConfig, create_tiny, resolve
-    from firsthand.pipeline import Preset, train_with_progress
-    from firsthand.train import TrainConfig, check_data
+    from firsthand.pipeline import Preset, _no_progress, train_with_progress
+    from firsthand.train import TrainConfig, check_data, is_main_process, main_process_first
 
     _setup_logging(verbose)
     with _errors():
         datasets = {"il": expert_data, **({method: data} if data is not None and method != "il" else {})}
         check_data(method, datasets)  # before any model is built
-        if model == "tiny":
-            texts = (r["prompt"] + "\n" + r["completion"] for d in datasets.values() for r in load_records(d))
-            base = create_tiny(texts, out / "tiny-init", TinyConfig(seed=seed))
-        else:
-            base = resolve(model, out)
+        with main_process_first():  # launched on several processes: one of them makes the base model
+            if model == "tiny":
+                texts = (r["prompt"] + "\n" + r["completion"] for d in datasets.values() for r in load_records(d))
+                base = create_tiny(texts, out / "tiny-init", TinyConfig(seed=seed))
+            else:
+                base = resolve(model, out)
         config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, lora=lora, seed=seed)
-        manifest = train_with_progress(method, datasets, base, out, config, Preset(name="cli"), _progress_cm)
-    typer.echo(f"model: {manifest['model']}  ({manifest['count']} optimizer steps)")
+        progress = _progress_cm if is_main_process() else _no_progress  # one bar, not one per process
+        manifest = train_with_progress(method, datasets, base, out, config, Preset(name="cli"), progress)
+    if is_main_process():
+        typer.echo(f"model: {manifest['model']}  ({manifest['count']} optimizer steps)")
 
 
 @app.command("eval")
@@ -313,11 +316,19 @@ def run(
     verbose: Verbose = False,
 ) -> None:
     """The main job: collect, branch, build, train IL/IWM/SR, evaluate, and print the table."""
+    from firsthand.contract import InvalidInputError
     from firsthand.pipeline import get_preset
     from firsthand.pipeline import run as run_pipeline
+    from firsthand.train import world_size
 
     _setup_logging(verbose)
     with _errors():
+        if world_size() > 1:
+            raise InvalidInputError(
+                f"`firsthand run` was launched on {world_size()} processes (torchrun / accelerate launch); it runs "
+                f"its stages in one process. Launch `firsthand train` that way, one method at a time, and run "
+                f"the other stages directly"
+            )
         chosen = get_preset(
             preset,
             model=model,

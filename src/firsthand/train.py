@@ -8,8 +8,10 @@
 Loss is on completion tokens only (TRL's ``completion_only_loss`` on prompt/completion records in
 conversational form, so the model's chat template frames both). bf16 autocast on CPU where supported.
 Each stage checkpoints; an interrupted run resumes from its last checkpoint, and a finished stage is
-skipped. Multi-GPU: launch the same command with ``accelerate launch -m firsthand.cli train ...``; TRL and
-accelerate spread it without code changes.
+skipped. Several devices: launch the same command with ``accelerate launch -m firsthand.cli train ...``
+(or ``torchrun --nproc_per_node N -m firsthand.cli train ...``); the Trainer runs data-parallel, each process
+takes ``batch_size / N`` examples a step so that the global batch and the step budget stay the method's, and
+only the main process writes firsthand's files (see `distributed`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +61,36 @@ class TrainConfig:
     """Checkpoint every this many steps (the unit of resumption)."""
 
 
+def world_size() -> int:
+    """How many processes train together (set by torchrun / accelerate launch; 1 when run directly)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def distributed() -> Any | None:
+    """accelerate's process state (process group initialised) when several processes train, else None."""
+    if world_size() < 2:
+        return None
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+@contextmanager
+def main_process_first() -> Iterator[None]:
+    """The main process runs the block first (creating a model folder, say); the others after it."""
+    state = distributed()
+    if state is None:
+        yield
+        return
+    with state.main_process_first():
+        yield
+
+
 def _conversational(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         {
@@ -90,7 +123,7 @@ def sft_config(config: TrainConfig, steps: int, out: Path, **overrides: Any) -> 
     settings: dict[str, Any] = dict(
         output_dir=str(out),
         max_steps=steps,
-        per_device_train_batch_size=config.batch_size,
+        per_device_train_batch_size=config.batch_size // world_size(),  # the global batch is batch_size
         learning_rate=config.learning_rate,
         lr_scheduler_type="cosine",
         warmup_steps=max(1, steps // 20),
@@ -109,6 +142,7 @@ def sft_config(config: TrainConfig, steps: int, out: Path, **overrides: Any) -> 
         push_to_hub=False,
         disable_tqdm=True,
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # several processes: every trained weight gets a gradient
         # Random batches. "group_by_length" pads less but puts one kind of state together (long first
         # observations, short take/put steps); after 228 steps on the same data, model and schedule, a plain
         # loop with random batches picked the expert action at 33% of id_test states, TRL with length-grouped
@@ -213,6 +247,15 @@ def train(
     if (out / MANIFEST).exists():
         return read_manifest(out, "train")
     check_data(method, data)
+    processes = world_size()
+    if config.batch_size % processes:
+        raise InvalidInputError(
+            f"batch_size {config.batch_size!r} does not split over {processes} processes; "
+            f"choose a multiple of {processes} (--batch-size)"
+        )
+    state = distributed()
+    main = state is None or state.is_main_process
+    sync = state.wait_for_everyone if state is not None else lambda: None
     expert = load_records(data["il"])
     extra = load_records(data[method]) if method != "il" else []
     stages = plan_budget(method, len(expert), len(extra), config)
@@ -223,14 +266,16 @@ def train(
         "train": asdict(config),
         "stages": stages,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "config.json", stage_config)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "config.json", stage_config)
+    sync()
 
     import torch
 
     torch.manual_seed(config.seed)
     model, tokenizer = _prepare(*load(base_model, for_training=True), config)
-    rng = random.Random(config.seed)
+    rng = random.Random(config.seed)  # the same draws in every process: they train on the same records
     summaries = []
     for index, (kind, steps) in enumerate(stages):
         if steps == 0:
@@ -248,25 +293,30 @@ def train(
             records = extra + expert
             rng.shuffle(records)
         summary = {"data": kind, **_sft_stage(model, tokenizer, records, steps, stage_dir, config, on_step)}
-        _save(model, tokenizer, stage_dir / "model", config)
-        for checkpoint in stage_dir.glob("checkpoint-*"):  # the stage's model is saved: checkpoints can go
-            shutil.rmtree(checkpoint)
-        write_json_atomic(stage_dir / "stage.json", summary)  # written last: marks the stage done
+        if main:
+            _save(model, tokenizer, stage_dir / "model", config)
+            for checkpoint in stage_dir.glob("checkpoint-*"):  # the stage's model is saved: checkpoints can go
+                shutil.rmtree(checkpoint)
+            write_json_atomic(stage_dir / "stage.json", summary)  # written last: marks the stage done
+        sync()
         summaries.append(summary)
     final = out / "model"
-    if final.exists():
-        shutil.rmtree(final)
-    shutil.copytree(stage_dir / "model", final, copy_function=os.link)  # hard links: no second copy on disk
-    total = sum(s["steps"] for s in summaries)
-    return write_manifest(
-        out,
-        stage="train",
-        count=total,
-        config=stage_config,
-        files=["config.json"],
-        extra={"stages": summaries, "model": str(final)},
-        packages=("torch", "transformers", "trl", "peft", "datasets"),
-    )
+    if main:
+        if final.exists():
+            shutil.rmtree(final)
+        shutil.copytree(stage_dir / "model", final, copy_function=os.link)  # hard links: no second copy on disk
+        total = sum(s["steps"] for s in summaries)
+        write_manifest(
+            out,
+            stage="train",
+            count=total,
+            config=stage_config,
+            files=["config.json"],
+            extra={"stages": summaries, "model": str(final)},
+            packages=("torch", "transformers", "trl", "peft", "datasets"),
+        )
+    sync()
+    return read_manifest(out, "train")
 
 
 def _prepare(model: Any, tokenizer: Any, config: TrainConfig) -> tuple[Any, Any]:
