@@ -156,13 +156,14 @@ def prepare(tasks: Iterable[str], root: Path | None = None, *, workers: int = 1,
     with contextlib.ExitStack() as stack:
         # Files, not pipes: a full pipe would block the worker. Closed on every way out of this block.
         logs = [stack.enter_context(tempfile.TemporaryFile(mode="w+")) for _ in shares]
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-c", code, str(root), *share], env=env, stdout=subprocess.DEVNULL, stderr=log
+        procs: list[subprocess.Popen[bytes]] = []
+        stack.callback(_kill_all, procs)  # a timeout, an interrupt or a failed start leaves no worker behind
+        for share, log in zip(shares, logs, strict=True):
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", code, str(root), *share], env=env, stdout=subprocess.DEVNULL, stderr=log
+                )
             )
-            for share, log in zip(shares, logs, strict=True)
-        ]
-        stack.callback(_kill_all, procs)  # a timeout or an interrupt leaves no worker behind
         with tqdm(total=len(missing), desc=f"generating {NAME} games", unit="game", disable=not progress) as bar:
             start = time.monotonic()
             while any(p.poll() is None for p in procs):
