@@ -263,7 +263,7 @@ def test_two_processes_train_like_one(data: dict[str, Path], tmp_path: Path) -> 
     assert [s["data"] for s in runs[1]["stages"]] == ["iwm", "expert"]
     assert runs[0]["count"] == runs[1]["count"]
     for a, b in zip(runs[0]["stages"], runs[1]["stages"], strict=True):
-        assert a["steps"] == b["steps"]
+        assert a["steps"] == b["steps"] and (a["processes"], b["processes"]) == (1, 2)
         losses = [h["loss"] for h in a["loss_history"]], [h["loss"] for h in b["loss_history"]]
         assert losses[0] == pytest.approx(losses[1], rel=1e-3)
     from safetensors.torch import load_file

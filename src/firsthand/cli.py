@@ -215,7 +215,7 @@ def train(
     """Train with IL, IWM (world model, then IL) or SR (reflections + expert) on IL's step budget."""
     from firsthand.build import load_records
     from firsthand.models import TinyConfig, create_tiny, resolve
-    from firsthand.pipeline import Preset, _no_progress, train_with_progress
+    from firsthand.pipeline import Preset, no_progress, train_with_progress
     from firsthand.train import TrainConfig, check_data, is_main_process, main_process_first
 
     _setup_logging(verbose)
@@ -229,7 +229,7 @@ def train(
             else:
                 base = resolve(model, out)
         config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, lora=lora, seed=seed)
-        progress = _progress_cm if is_main_process() else _no_progress  # one bar, not one per process
+        progress = _progress_cm if is_main_process() else no_progress  # one bar, not one per process
         manifest = train_with_progress(method, datasets, base, out, config, Preset(name="cli"), progress)
     if is_main_process():
         typer.echo(f"model: {manifest['model']}  ({manifest['count']} optimizer steps)")

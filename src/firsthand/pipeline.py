@@ -86,7 +86,7 @@ PRESETS: dict[str, Preset] = {
 ENV_SETTINGS: dict[str, dict[str, Any]] = {
     # The quickstart's calibration (README, "How the quickstart was calibrated"): IL seed 0 on 200 id_test
     # episodes won 22.5% with 400 demonstrations x 4 epochs (2,420 steps), 48.5% with 400 x 6 (3,630
-    # steps, 1.5x the time: past the 15-minute quickstart) and 35.0% with 300 x 6 (2,765 steps, 1.14x).
+    # steps, 1.5x the time: past the 15-minute quickstart) and 35.0% with 300 x 6 (2,766 steps, 1.14x).
     "household": dict(
         train_episodes=300,
         train=TrainConfig(epochs=6, batch_size=4, learning_rate=1e-3),
@@ -135,11 +135,11 @@ def get_preset(name: str, **overrides: Any) -> Preset:
     return replace(preset, **settings)
 
 
-def _no_progress(description: str, total: int) -> AbstractContextManager[Callable[[int], None]]:
+def no_progress(description: str, total: int) -> AbstractContextManager[Callable[[int], None]]:
     return nullcontext(lambda n: None)
 
 
-def run(preset: Preset, out: Path, progress: Progress = _no_progress) -> dict[str, Any]:
+def run(preset: Preset, out: Path, progress: Progress = no_progress) -> dict[str, Any]:
     """Run every stage of `preset` into `out`; return the results (also written to results.json)."""
     from firsthand.models import resolve
 

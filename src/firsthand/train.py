@@ -197,6 +197,7 @@ def _sft_stage(
         "seconds": seconds,
         "train_loss": result.training_loss,
         "epochs": steps * config.batch_size / len(records),
+        "processes": world_size(),  # data-parallel processes sharing each batch of `batch_size`
         "tokens_per_epoch": tokens,
         "loss_history": [h for h in trainer.state.log_history if "loss" in h],
     }
