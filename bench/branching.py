@@ -15,9 +15,9 @@ import statistics
 import sys
 import time
 
-from firsthand.branching import BranchConfig, UniformProposer, branch_trajectory, new_stats
-from firsthand.experts import replay
 from firsthand.registry import make
+from firsthand.replay import replay
+from firsthand.stages.branch import BranchConfig, UniformProposer, branch_trajectory, new_stats
 
 
 def raw_step_rate(env_name: str, tasks: int) -> tuple[float, list]:

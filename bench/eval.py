@@ -25,9 +25,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from firsthand.evaluate import ModelAgent, length_groups, run_episodes, training_prompt
+from firsthand.artifacts import read_model_prompt
+from firsthand.inference import ModelAgent, length_groups
 from firsthand.prompts import PromptConfig
 from firsthand.registry import make
+from firsthand.stages.evaluate import run_episodes
 
 
 def prefill_seconds(agent: ModelAgent, tasks: list[str], prompt: PromptConfig, batch_size: int) -> float:
@@ -97,8 +99,9 @@ def main() -> None:
     quickstart = PRESETS["quickstart"]
     budgets = args.max_new_tokens or [quickstart.max_new_tokens, quickstart.sr_max_new_tokens]
     if args.model is None:
-        from firsthand.experts import collect, load_trajectories
+        from firsthand.artifacts import load_trajectories
         from firsthand.models import create_tiny
+        from firsthand.stages.collect import collect
 
         tmp = Path(tempfile.mkdtemp())
         collect("household", "train", 30, tmp / "experts")
@@ -106,7 +109,7 @@ def main() -> None:
         args.model = create_tiny(texts, tmp / "tiny")
     tasks = make("household", "id_test").tasks(args.episodes)
     # A trained model sees prompts as in training; a fresh one the quickstart's.
-    prompt = training_prompt(args.model) or quickstart.prompt
+    prompt = read_model_prompt(args.model) or quickstart.prompt
     for tokens in budgets:
         print(f"max_new_tokens={tokens}:")
         measure(args.model, tasks, prompt, args, tokens)

@@ -27,11 +27,12 @@ def measure(model_name: str, precision: str, steps: int, batch_size: int) -> dic
     from transformers import TrainerCallback
     from trl import SFTTrainer
 
-    from firsthand.branching import BranchConfig, branch
-    from firsthand.build import build, load_records
-    from firsthand.experts import collect
+    from firsthand.artifacts import load_records
     from firsthand.models import create_tiny, load, smollm2_path
-    from firsthand.train import TrainConfig, _conversational, sft_config
+    from firsthand.stages.branch import BranchConfig, branch
+    from firsthand.stages.build import build
+    from firsthand.stages.collect import collect
+    from firsthand.stages.train import TrainConfig, _conversational, sft_config
 
     tmp = Path(tempfile.mkdtemp())
     collect("household", "train", 40, tmp / "e")

@@ -12,7 +12,7 @@ from firsthand import SPLITS, InvalidInputError, NoExpertError, ReplayError, mak
 from firsthand.envs.bfcl import END_TURN, BfclEnv, entries
 from firsthand.envs.bfcl.calls import Call, format_call, parse_call
 from firsthand.envs.bfcl.env import EXCLUDED
-from firsthand.experts import replay
+from firsthand.replay import replay
 
 
 class TestBfclContract(EnvContract):
@@ -144,9 +144,10 @@ def test_invalid_actions_say_why_and_count_as_steps(action: str, start: str) -> 
     assert r.info["invalid"] and not (r.terminated or r.truncated or r.won)
     if not start.startswith("Error during execution"):
         assert (
-            pickle.loads(env.snapshot()[1])[0]["GorillaFileSystem"] == pickle.loads(before[1])[0]["GorillaFileSystem"]
+            pickle.loads(env.snapshot()[0][1])[0]["GorillaFileSystem"]
+            == pickle.loads(before[0][1])[0]["GorillaFileSystem"]
         )
-    assert env._progress.steps == 2
+    assert env.elapsed_steps == 2
 
 
 def test_calls_return_bfcl_results_and_end_turn_presents_the_next_request() -> None:

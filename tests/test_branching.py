@@ -11,20 +11,19 @@ from typing import Any
 import pytest
 
 from firsthand import InvalidInputError, UnknownNameError, make
-from firsthand.artifacts import read_manifest
-from firsthand.branching import (
+from firsthand.artifacts import load_branches, load_trajectories, read_manifest
+from firsthand.contract import Branch
+from firsthand.envs.household import HouseholdEnv
+from firsthand.inference import ProposalContext
+from firsthand.stages.branch import (
     BranchConfig,
     PolicyProposer,
-    ProposalContext,
     branch,
     branch_trajectory,
     effective_shard_size,
-    load_branches,
     new_stats,
 )
-from firsthand.contract import Branch
-from firsthand.envs.household import HouseholdEnv
-from firsthand.experts import collect, load_trajectories
+from firsthand.stages.collect import collect
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +164,7 @@ class DriftingHousehold(HouseholdEnv):
 def test_out_of_sync_restores_are_detected_and_dropped(experts: Path) -> None:
     env = DriftingHousehold("train")
     stats = new_stats()
-    from firsthand.branching import UniformProposer
+    from firsthand.stages.branch import UniformProposer
 
     trajectories = load_trajectories(experts)[:6]
     records = []

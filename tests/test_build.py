@@ -6,9 +6,7 @@ from pathlib import Path
 import pytest
 
 from firsthand import UnknownNameError
-from firsthand.branching import BranchConfig, branch, load_branches
-from firsthand.build import BuildConfig, build, load_records
-from firsthand.experts import collect
+from firsthand.artifacts import load_branches, load_records
 from firsthand.prompts import (
     OBS_CLOSE,
     OBS_OPEN,
@@ -18,6 +16,9 @@ from firsthand.prompts import (
     reflection_problems,
     template_reflection,
 )
+from firsthand.stages.branch import BranchConfig, branch
+from firsthand.stages.build import BuildConfig, build
+from firsthand.stages.collect import collect
 
 
 @pytest.fixture(scope="module")
@@ -143,17 +144,15 @@ def test_policy_prompt_restates_the_goal_next_to_the_question() -> None:
 
 def test_evaluation_renders_prompts_as_the_training_data_did(tmp_path: Path) -> None:
     """Models trained on data built before `restate_goal` existed are evaluated without it."""
-    from firsthand.evaluate import training_prompt
+    from firsthand.artifacts import MODEL_PROMPT, read_model_prompt
     from firsthand.prompts import PromptConfig
 
     for name, prompt, expected in (
         ("old", {"history": 1, "show_valid_actions": False, "max_observation_chars": 99}, False),
         ("new", {"history": 2, "show_valid_actions": True, "max_observation_chars": 200, "restate_goal": True}, True),
     ):
-        data, run = tmp_path / name / "data", tmp_path / name / "run"
-        data.mkdir(parents=True)
-        (run / "model").mkdir(parents=True)
-        (data / "manifest.json").write_text(json.dumps({"config": {"prompt": prompt}}))
-        (run / "manifest.json").write_text(json.dumps({"config": {"method": "il", "data": {"il": str(data)}}}))
-        assert training_prompt(run / "model") == PromptConfig(**{**prompt, "restate_goal": expected})
-    assert training_prompt(tmp_path / "nowhere" / "model") is None
+        model = tmp_path / name / "model"
+        model.mkdir(parents=True)
+        (model / MODEL_PROMPT).write_text(json.dumps(prompt))  # what `train` writes beside the weights
+        assert read_model_prompt(model) == PromptConfig(**{**prompt, "restate_goal": expected})
+    assert read_model_prompt(tmp_path / "nowhere" / "model") is None

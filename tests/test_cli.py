@@ -45,6 +45,36 @@ def test_collect_then_branch(tmp_path: Path) -> None:
     assert manifest["count"] == 4 * manifest["stats"]["states"] > 0
 
 
+def test_build_takes_every_prompt_setting_from_the_command_line(tmp_path: Path) -> None:
+    assert run("collect", "--episodes", "3", "--out", str(tmp_path / "e")).returncode == 0
+    assert run("branch", "--experts", str(tmp_path / "e"), "--k", "2", "--out", str(tmp_path / "b")).returncode == 0
+    r = run(
+        "build",
+        "--method",
+        "sr",
+        "--from",
+        str(tmp_path / "b"),
+        "--out",
+        str(tmp_path / "sr"),
+        "--history",
+        "1",
+        "--no-show-valid-actions",
+        "--max-observation-chars",
+        "50",
+        "--sr-alternatives",
+        "1",
+    )
+    assert r.returncode == 0, r.stderr
+    config = json.loads((tmp_path / "sr" / "manifest.json").read_text())["config"]
+    assert config["sr_alternatives"] == 1
+    assert config["prompt"] == {
+        "history": 1,
+        "show_valid_actions": False,
+        "max_observation_chars": 50,
+        "restate_goal": True,
+    }
+
+
 def test_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
     r = run("collect", "--env", "alfworld", "--out", str(tmp_path / "e"))
     assert r.returncode == 2 and "unknown environment 'alfworld'" in r.stderr and "household" in r.stderr

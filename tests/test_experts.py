@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 
 from firsthand import InvalidInputError, ReplayError, UnknownNameError, make
-from firsthand.experts import collect, load_trajectories, replay
+from firsthand.artifacts import load_trajectories
+from firsthand.replay import replay
+from firsthand.stages.collect import collect
 
 
 def test_collect_writes_verified_trajectories(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from firsthand import InvalidInputError, make
 from firsthand.envs.household import TASK_TYPES, generate
 from firsthand.envs.household.env import NOTHING
 from firsthand.envs.household.world import held_out, kind_of
-from firsthand.experts import replay
+from firsthand.replay import replay
 
 
 class TestHouseholdContract(EnvContract):

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from firsthand.branching import BranchConfig, branch, load_branches
-from firsthand.build import BuildConfig, build, load_records
-from firsthand.experts import collect
+from firsthand.artifacts import load_branches, load_records
 from firsthand.prompts import reflection_problems
+from firsthand.stages.branch import BranchConfig, branch
+from firsthand.stages.build import BuildConfig, build
+from firsthand.stages.collect import collect
 
 REAL_ENVS = ("bfcl", "textworld-express", "textworld-cooking", "scienceworld")
 
@@ -44,8 +45,9 @@ def test_data_stages_compose(env: str, tmp_path: Path) -> None:
 def test_random_baseline_in_an_open_action_space() -> None:
     """bfcl has no valid-action list: the random agent draws from candidate actions, and invalid
     actions are counted from the environment's own verdict (info["invalid"])."""
-    from firsthand.evaluate import RandomAgent, run_episodes
+    from firsthand.inference import RandomAgent
     from firsthand.registry import make
+    from firsthand.stages.evaluate import run_episodes
 
     tasks = make("bfcl", "id_test").tasks(3)
     results = run_episodes("bfcl", "id_test", tasks, RandomAgent(0), batch_size=3, max_steps=4)
@@ -58,6 +60,7 @@ def test_random_baseline_in_an_open_action_space() -> None:
 
 class _Fixed:
     name = "fixed"
+    wants_candidates = False
 
     def __init__(self, action: str) -> None:
         self.action = action

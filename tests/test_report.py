@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from firsthand.artifacts import write_json_atomic
-from firsthand.evaluate import EpisodeResult, episode_records, summarize
 from firsthand.pipeline import get_preset
-from firsthand.report import write_report
+from firsthand.stages.evaluate import EpisodeResult, episode_records, summarize
+from firsthand.stages.report import write_report
 
 TASKS = [f"t{i}" for i in range(10)]
 

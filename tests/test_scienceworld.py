@@ -23,7 +23,7 @@ from firsthand.envs.scienceworld import (
     official_splits,
     split_variations,
 )
-from firsthand.experts import replay
+from firsthand.replay import replay
 
 SHORT = "identify-life-stages-2:1"  # 14 expert steps; its rooms list animals in random order without the fix
 
@@ -212,7 +212,7 @@ def test_snapshot_is_a_replayable_action_log(env: ScienceWorldEnv) -> None:
     for action in actions[:4]:
         env.step(action)
     snap = env.snapshot()
-    assert snap == (SHORT, tuple(actions[:4]))
+    assert snap == ((SHORT, tuple(actions[:4])), 4, False)
     expected = env.step(actions[4]).observation
     env.step("look around")
     env.restore(snap)

@@ -27,8 +27,10 @@ from firsthand.envs.textworld_cooking import (
     parse_task,
     prepare,
 )
-from firsthand.evaluate import RandomAgent, run_episodes
-from firsthand.experts import collect, replay
+from firsthand.inference import RandomAgent
+from firsthand.replay import replay
+from firsthand.stages.collect import collect
+from firsthand.stages.evaluate import run_episodes
 
 TASKS = [f"{split}-{i}" for split in SPLITS for i in range(3)]
 

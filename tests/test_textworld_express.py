@@ -8,6 +8,7 @@ import textworld_express
 
 from env_contract import EnvContract
 from firsthand import InvalidInputError, NoExpertError, UnknownNameError, make
+from firsthand.contract import normalize
 from firsthand.envs.textworld_express import (
     GAMES,
     SEEDS_PER_SPLIT,
@@ -16,7 +17,7 @@ from firsthand.envs.textworld_express import (
     TextWorldExpressEnv,
     parse_task,
 )
-from firsthand.experts import normalize, replay
+from firsthand.replay import replay
 
 
 class TestTextWorldExpressContract(EnvContract):
@@ -92,7 +93,7 @@ def test_invalid_action_changes_nothing(env: TextWorldExpressEnv) -> None:
     assert (r.reward, r.terminated, r.truncated, r.won) == (0.0, False, False, False)
     assert env.valid_actions() == valid
     assert env.step("look around").observation == observation
-    assert env.snapshot() == Snapshot("twc-train-3", ("look around",), 2)  # refused actions are not replayed
+    assert env.snapshot() == (Snapshot("twc-train-3", ("look around",)), 2, False)  # refused ones are not replayed
 
 
 def test_wrong_answer_terminates_as_lost(env: TextWorldExpressEnv) -> None:

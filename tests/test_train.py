@@ -8,13 +8,15 @@ from typing import Any
 
 import pytest
 
-from firsthand.branching import BranchConfig, branch
-from firsthand.build import build, load_records
-from firsthand.evaluate import ModelAgent, RandomAgent, run_episodes, summarize
-from firsthand.experts import collect
+from firsthand.artifacts import load_records
+from firsthand.inference import ModelAgent, RandomAgent
 from firsthand.models import TinyConfig, create_tiny
 from firsthand.registry import make
-from firsthand.train import TrainConfig, plan_budget, train
+from firsthand.stages.branch import BranchConfig, branch
+from firsthand.stages.build import build
+from firsthand.stages.collect import collect
+from firsthand.stages.evaluate import run_episodes, summarize
+from firsthand.stages.train import TrainConfig, plan_budget, train
 
 
 def test_every_method_gets_il_budget() -> None:
@@ -61,12 +63,33 @@ def test_iwm_resumes_after_its_first_stage(data: dict[str, Path], tmp_path: Path
     assert again["count"] == first["count"] and (tmp_path / "run" / "model" / "config.json").exists()
 
 
+def test_the_model_carries_its_prompt_settings_and_progress_is_reported(data: dict[str, Path], tmp_path: Path) -> None:
+    from contextlib import contextmanager
+
+    from firsthand.artifacts import read_manifest, read_model_prompt
+    from firsthand.prompts import PromptConfig
+
+    bars: dict[str, list[int]] = {}
+
+    @contextmanager
+    def progress(description: str, total: int):  # noqa: ANN202
+        bars[description] = [total]
+        yield bars[description].append
+
+    manifest = train("il", data, _tiny(data, tmp_path / "base"), tmp_path / "run", TrainConfig(epochs=1, batch_size=8),
+                     progress=progress)  # fmt: skip
+    built = read_manifest(data["il"], "build")["config"]["prompt"]
+    assert read_model_prompt(Path(manifest["model"])) == PromptConfig(**built)
+    (total, *steps) = bars["train il seed 0"]
+    assert total == manifest["count"] == sum(steps)
+
+
 def test_completion_only_loss_masks_the_prompt(data: dict[str, Path], tmp_path: Path) -> None:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     from firsthand.models import load
-    from firsthand.train import _conversational
+    from firsthand.stages.train import _conversational
 
     model, tokenizer = load(_tiny(data, tmp_path / "base"), for_training=True)
     records = load_records(data["il"])[:2]
@@ -106,7 +129,7 @@ def test_batched_and_single_episodes_agree(data: dict[str, Path], tmp_path: Path
 
 
 def test_length_groups() -> None:
-    from firsthand.evaluate import MIN_GROUP, length_groups
+    from firsthand.inference import MIN_GROUP, length_groups
 
     lengths = [170 + (i * 37) % 41 for i in range(50)]
     groups = length_groups(lengths, max_new_tokens=24)
@@ -120,7 +143,7 @@ def test_length_groups() -> None:
 
 def _inputs_at_various_states(split: str, n: int, prompt: Any) -> list[Any]:
     """Policy inputs 0-3 expert steps into each of the first `n` tasks: prompts of different lengths."""
-    from firsthand.evaluate import AgentInput
+    from firsthand.inference import AgentInput
     from firsthand.prompts import policy_prompt
 
     env, inputs = make("household", split), []
@@ -135,7 +158,7 @@ def _inputs_at_various_states(split: str, n: int, prompt: Any) -> list[Any]:
 
 
 def test_response_prefix_starts_the_reply(data: dict[str, Path], tmp_path: Path) -> None:
-    from firsthand.evaluate import AgentInput
+    from firsthand.inference import AgentInput
 
     plain = ModelAgent.from_path(_tiny(data, tmp_path / "base"), max_new_tokens=4)
     prefixed = ModelAgent.from_path(tmp_path / "base", max_new_tokens=4, response_prefix="Action: open")
@@ -158,7 +181,7 @@ def test_policy_proposer_with_a_real_model(data: dict[str, Path], tmp_path: Path
     model = _tiny(data, tmp_path / "base")
     experts = data["il"].parent / "experts"
     manifest = branch(experts, tmp_path / "b", BranchConfig(k=3, proposer="policy"), model=str(model))
-    from firsthand.branching import load_branches
+    from firsthand.artifacts import load_branches
 
     trajectories, records = load_branches(tmp_path / "b")
     assert manifest["stats"]["refilled"] > 0 and manifest["stats"]["resync_mismatches"] == 0
@@ -176,7 +199,7 @@ def test_tiny_model_learns_to_beat_random_on_train_tasks(tmp_path: Path) -> None
     from firsthand.prompts import PromptConfig
 
     prompt = PromptConfig(history=2, show_valid_actions=False)
-    from firsthand.build import BuildConfig
+    from firsthand.stages.build import BuildConfig
 
     build("il", tmp_path / "branches", tmp_path / "il", BuildConfig(prompt=prompt))
     texts = (r["prompt"] + r["completion"] for r in load_records(tmp_path / "il"))
@@ -197,7 +220,7 @@ def test_tiny_model_learns_to_beat_random_on_train_tasks(tmp_path: Path) -> None
 
     # Batched evaluation generates short replies in groups of similar prompt length: the trained model
     # answers 34 prompts that way exactly as it answers each alone.
-    from firsthand.evaluate import length_groups
+    from firsthand.inference import length_groups
 
     agent = ModelAgent.from_path(Path(manifest["model"]), max_new_tokens=24)
     inputs = _inputs_at_various_states("train", 34, prompt)

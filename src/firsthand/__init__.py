@@ -2,10 +2,17 @@
 
 The pipeline (each stage writes an artifact directory with a manifest.json):
 collect expert trajectories -> branch alternatives at every expert state -> build IL/IWM/SR
-datasets -> train -> evaluate -> report.
+datasets -> train -> evaluate -> report. The stage functions are exported here; they are imported
+on first use, so `import firsthand` stays light.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from firsthand.contract import (
+    METHODS,
     SPLITS,
     Branch,
     DependencyNotInstalled,
@@ -23,7 +30,36 @@ from firsthand.registry import make, names, register
 
 __version__ = "0.1.0"
 
+_LAZY = {
+    "collect": "firsthand.stages.collect",
+    "branch": "firsthand.stages.branch",
+    "BranchConfig": "firsthand.stages.branch",
+    "build": "firsthand.stages.build",
+    "BuildConfig": "firsthand.stages.build",
+    "train": "firsthand.stages.train",
+    "TrainConfig": "firsthand.stages.train",
+    "evaluate": "firsthand.stages.evaluate",
+    "make_agent": "firsthand.stages.evaluate",
+    "run": "firsthand.pipeline",
+    "get_preset": "firsthand.pipeline",
+    "Preset": "firsthand.pipeline",
+    "PromptConfig": "firsthand.prompts",
+    "load_trajectories": "firsthand.artifacts",
+    "load_branches": "firsthand.artifacts",
+    "load_records": "firsthand.artifacts",
+    "read_model_prompt": "firsthand.artifacts",
+    "check_env": "firsthand.checks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'firsthand' has no attribute {name!r}")
+
+
 __all__ = [
+    "METHODS",
     "SPLITS",
     "Branch",
     "DependencyNotInstalled",
@@ -40,4 +76,5 @@ __all__ = [
     "make",
     "names",
     "register",
+    *_LAZY,
 ]

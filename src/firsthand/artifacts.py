@@ -22,9 +22,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from firsthand.contract import InvalidInputError
+from firsthand.contract import Branch, InvalidInputError, Trajectory
+from firsthand.prompts import PromptConfig
 
 MANIFEST = "manifest.json"
+MODEL_PROMPT = "firsthand_prompt.json"
+"""In a trained model's folder: the prompt settings of its training data, which evaluation renders with."""
 
 
 def write_jsonl_atomic(path: Path, records: Iterable[dict[str, Any]]) -> int:
@@ -130,3 +133,48 @@ def read_manifest(directory: Path, stage: str | None = None) -> dict[str, Any]:
             f"is needed here"
         )
     return manifest
+
+
+# ------------------------------------------------------------------------------------------------
+# Readers, one per stage format (each beside the writer's conventions above)
+# ------------------------------------------------------------------------------------------------
+def load_trajectories(directory: Path) -> list[Trajectory]:
+    """Read the trajectories of a finished collect directory, in order."""
+    manifest = read_manifest(Path(directory), "collect")
+    return [Trajectory.from_dict(r) for name in manifest["files"] for r in read_jsonl(Path(directory) / name)]
+
+
+def load_branches(directory: Path) -> tuple[list[Trajectory], list[Branch]]:
+    """Read a finished branch directory: the expert trajectories and their Branch records, in order."""
+    directory = Path(directory)
+    manifest = read_manifest(directory, "branch")
+    trajectories = [Trajectory.from_dict(r) for r in read_jsonl(directory / "trajectories.jsonl")]
+    branches = [
+        Branch.from_dict(r)
+        for name in manifest["files"]
+        if name.startswith("branches-")
+        for r in read_jsonl(directory / name)
+    ]
+    return trajectories, branches
+
+
+def load_records(directory: Path) -> list[dict[str, Any]]:
+    """The prompt/completion records of a finished build directory."""
+    read_manifest(Path(directory), "build")
+    return list(read_jsonl(Path(directory) / "data.jsonl"))
+
+
+def write_model_prompt(model: Path, prompt: dict[str, Any]) -> None:
+    """Record in a model folder the prompt settings (a PromptConfig as a dict) it was trained with."""
+    write_json_atomic(Path(model) / MODEL_PROMPT, prompt)
+
+
+def read_model_prompt(model: Path) -> PromptConfig | None:
+    """The prompt settings a `firsthand train` model was trained with; None for other model folders.
+
+    Data built before `restate_goal` existed did not restate the goal, so a missing key reads as False.
+    """
+    path = Path(model) / MODEL_PROMPT
+    if not path.is_file():
+        return None
+    return PromptConfig(**{"restate_goal": False, **json.loads(path.read_text(encoding="utf-8"))})

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable
 
-from firsthand.contract import SPLITS, Env, FirsthandError, StepResult
-from firsthand.experts import normalize, replay
+from firsthand.contract import SPLITS, Env, FirsthandError, StepResult, normalize
+from firsthand.replay import replay
 
 
 class EnvCheckError(FirsthandError, AssertionError):

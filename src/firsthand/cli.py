@@ -12,6 +12,11 @@ from typing import Annotated, Any
 
 import typer
 
+from firsthand.options import with_configs
+from firsthand.stages.branch import BranchConfig
+from firsthand.stages.build import BuildConfig
+from firsthand.stages.train import TrainConfig
+
 app = typer.Typer(
     help="Train language agents from their own early experience (arXiv 2510.08558).",
     no_args_is_help=True,
@@ -41,9 +46,6 @@ def _progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
         progress.update(task, completed=total)  # the stage is done (all of it, when resumed from its files)
-
-
-_progress_cm = _progress
 
 
 @contextmanager
@@ -123,8 +125,8 @@ def collect(
     verbose: Verbose = False,
 ) -> None:
     """Collect expert trajectories (or import demonstrations), each verified by replay."""
-    from firsthand.experts import collect as run_collect
     from firsthand.registry import opened
+    from firsthand.stages.collect import collect as run_collect
 
     _setup_logging(verbose)
     with _errors():
@@ -145,92 +147,74 @@ def collect(
 
 
 @app.command()
+@with_configs(config=BranchConfig)
 def branch(
     experts: Annotated[Path, typer.Option(help="A `firsthand collect` output directory.")],
     out: Annotated[Path, typer.Option(help="Output directory.")],
-    k: Annotated[int, typer.Option("--k", help="Alternative actions per expert state.")] = 8,
-    proposer: Annotated[str, typer.Option(help="uniform, policy or mixed.")] = "uniform",
+    config: BranchConfig,
     model: Annotated[str | None, typer.Option(help="Policy model for --proposer policy/mixed.")] = None,
-    mode: Annotated[str, typer.Option(help="Return to states by: auto, snapshot or replay.")] = "auto",
-    seed: Annotated[int, typer.Option(help="Seed of the alternative sampling.")] = 0,
-    shard_size: Annotated[int, typer.Option(help="Trajectories per shard (unit of resumption).")] = 16,
     workers: Workers = 1,
     verbose: Verbose = False,
 ) -> None:
     """Branch at every expert state: execute K alternatives and record what really happened."""
     from firsthand.artifacts import read_manifest
-    from firsthand.branching import BranchConfig
-    from firsthand.branching import branch as run_branch
+    from firsthand.stages.branch import branch as run_branch
 
     _setup_logging(verbose)
     with _errors():
-        config = BranchConfig(k=k, proposer=proposer, seed=seed, mode=mode, shard_size=shard_size)
         config.validate()
         total = read_manifest(experts, "collect")["count"]
         with _progress("branch", total) as advance:
             manifest = run_branch(experts, out, config, model=model, workers=workers, on_progress=advance)
-    _summary(f"branch k={k} proposer={proposer}", manifest, out)
+    _summary(f"branch k={config.k} proposer={config.proposer}", manifest, out)
 
 
 @app.command()
+@with_configs(config=BuildConfig)
 def build(
     method: Annotated[str, typer.Option(help="il, iwm or sr.")],
     source: Annotated[Path, typer.Option("--from", help="A `firsthand branch` output directory.")],
     out: Annotated[Path, typer.Option(help="Output directory.")],
-    sr_alternatives: Annotated[int, typer.Option(help="Alternatives contrasted in each reflection.")] = 3,
-    history: Annotated[int, typer.Option(help="Past steps shown in each prompt.")] = 2,
-    valid_actions: Annotated[bool, typer.Option(help="List the valid actions in policy prompts.")] = True,
-    restate_goal: Annotated[
-        bool, typer.Option(help="Repeat the goal right before the question in policy prompts.")
-    ] = True,
+    config: BuildConfig,
     verbose: Verbose = False,
 ) -> None:
     """Build the IL, IWM or SR training set (prompt/completion, chat files, Parquet)."""
-    from firsthand.build import BuildConfig
-    from firsthand.build import build as run_build
-    from firsthand.prompts import PromptConfig
+    from firsthand.stages.build import build as run_build
 
     _setup_logging(verbose)
     with _errors():
-        prompt = PromptConfig(history=history, show_valid_actions=valid_actions, restate_goal=restate_goal)
-        manifest = run_build(method, source, out, BuildConfig(prompt=prompt, sr_alternatives=sr_alternatives))
+        manifest = run_build(method, source, out, config)
     _summary(f"build {method}", manifest, out)
     typer.echo(f"samples to read: {out / 'samples.txt'}")
 
 
 @app.command()
+@with_configs(config=TrainConfig)
 def train(
     method: Annotated[str, typer.Option(help="il, iwm or sr.")],
     expert_data: Annotated[Path, typer.Option(help="The `build --method il` directory (every method uses it).")],
     out: Annotated[Path, typer.Option(help="Run directory (resumes from its checkpoints).")],
+    config: TrainConfig,
     data: Annotated[Path | None, typer.Option(help="The iwm or sr build directory (for those methods).")] = None,
     model: Annotated[str, typer.Option(help="tiny, smollm2-135m, or a local Hugging Face model folder.")] = "tiny",
-    epochs: Annotated[float, typer.Option(help="IL epochs; fixes every method's step budget.")] = 2.0,
-    batch_size: Annotated[int, typer.Option(help="Examples per optimizer step.")] = 16,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-3,
-    lora: Annotated[bool, typer.Option(help="Train LoRA adapters (peft) instead of all weights.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     verbose: Verbose = False,
 ) -> None:
     """Train with IL, IWM (world model, then IL) or SR (reflections + expert) on IL's step budget."""
-    from firsthand.build import load_records
-    from firsthand.models import TinyConfig, create_tiny, resolve
-    from firsthand.pipeline import Preset, no_progress, train_with_progress
-    from firsthand.train import TrainConfig, check_data, is_main_process, main_process_first
+    from firsthand.device import is_main_process, main_process_first
+    from firsthand.models import TinyConfig, starting_model
+    from firsthand.progress import no_progress
+    from firsthand.stages.train import check_data
+    from firsthand.stages.train import train as run_train
 
     _setup_logging(verbose)
     with _errors():
         datasets = {"il": expert_data, **({method: data} if data is not None and method != "il" else {})}
         check_data(method, datasets)  # before any model is built
         with main_process_first():  # launched on several processes: one of them makes the base model
-            if model == "tiny":
-                texts = (r["prompt"] + "\n" + r["completion"] for d in datasets.values() for r in load_records(d))
-                base = create_tiny(texts, out / "tiny-init", TinyConfig(seed=seed))
-            else:
-                base = resolve(model, out)
-        config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, lora=lora, seed=seed)
-        progress = _progress_cm if is_main_process() else no_progress  # one bar, not one per process
-        manifest = train_with_progress(method, datasets, base, out, config, Preset(name="cli"), progress)
+            tiny = TinyConfig(seed=config.seed)
+            base = starting_model(model, datasets.values(), out / "tiny-init", tiny=tiny)
+        progress = _progress if is_main_process() else no_progress  # one bar, not one per process
+        manifest = run_train(method, datasets, base, out, config, progress=progress)
     if is_main_process():
         typer.echo(f"model: {manifest['model']}  ({manifest['count']} optimizer steps)")
 
@@ -254,44 +238,26 @@ def evaluate(
     ] = "",
 ) -> None:
     """Evaluate a model (or the random agent) on a split: success with a 95% Wilson interval."""
-    from firsthand.artifacts import write_json_atomic
-    from firsthand.evaluate import (
-        ModelAgent,
-        RandomAgent,
-        episode_records,
-        run_episodes,
-        summarize,
-        training_prompt,
-    )
-    from firsthand.prompts import PromptConfig
-    from firsthand.registry import opened
+    from firsthand.stages.evaluate import evaluate as run_evaluate
+    from firsthand.stages.evaluate import make_agent, model_prompt
 
     with _errors():
-        with opened(env, split) as listing:
-            tasks = listing.tasks(episodes)
-        prompt = (None if model == "random" else training_prompt(Path(model))) or PromptConfig()
+        prompt = model_prompt(model)
         if history is not None:
             prompt = replace(prompt, history=history)
-        agent = (
-            RandomAgent(seed)
-            if model == "random"
-            else ModelAgent.from_path(
-                Path(model), name=model, max_new_tokens=max_new_tokens, response_prefix=response_prefix
-            )
+        agent = make_agent(model, max_new_tokens=max_new_tokens, response_prefix=response_prefix, seed=seed)
+        summary = run_evaluate(
+            agent,
+            env,
+            split,
+            episodes,
+            out,
+            prompt=prompt,
+            max_steps=max_steps,
+            batch_size=batch_size,
+            labels={"model": model, "env": env},
+            progress=_progress,
         )
-        with _progress(f"eval {split}", len(tasks)) as advance:
-            results = run_episodes(
-                env,
-                split,
-                tasks,
-                agent,
-                prompt=prompt,
-                batch_size=batch_size,
-                max_steps=max_steps,
-                on_episode=lambda r: advance(1),
-            )
-    summary = {"model": model, "env": env, "split": split, **summarize(results)}
-    write_json_atomic(out, {"summary": summary, "episodes": episode_records(results)})
     typer.echo(
         f"{split}: success {100 * summary['success']:.1f}% (95% CI {100 * summary['ci_low']:.1f}-"
         f"{100 * summary['ci_high']:.1f}) over {summary['episodes']} episodes; mean steps "
@@ -317,9 +283,9 @@ def run(
 ) -> None:
     """The main job: collect, branch, build, train IL/IWM/SR, evaluate, and print the table."""
     from firsthand.contract import InvalidInputError
+    from firsthand.device import world_size
     from firsthand.pipeline import get_preset
     from firsthand.pipeline import run as run_pipeline
-    from firsthand.train import world_size
 
     _setup_logging(verbose)
     with _errors():
@@ -342,7 +308,7 @@ def run(
         if walk_steps is not None:
             chosen = replace(chosen, tiny=replace(chosen.tiny, walk_steps=walk_steps))
         out = out or Path("runs") / (chosen.name if chosen.env == "household" else f"{chosen.name}-{chosen.env}")
-        run_pipeline(chosen, out, _progress_cm)
+        run_pipeline(chosen, out, _progress)
     from rich.console import Console
     from rich.markdown import Markdown
 

@@ -19,11 +19,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
+from typing import Any, ClassVar, NamedTuple
 
 SPLITS: tuple[str, ...] = ("train", "id_test", "ood_test")
 """Every environment declares these three task splits: training tasks, held-out tasks from the
 same distribution (in-domain test), and tasks from a shifted distribution (out-of-domain test)."""
+
+
+METHODS: tuple[str, ...] = ("il", "iwm", "sr")
+"""The training methods: imitation (IL), implicit world modeling (IWM), self-reflection (SR)."""
+
+
+def normalize(text: str) -> str:
+    """The form in which observations are compared (re-synchronisation, replay): whitespace collapsed."""
+    return " ".join(text.split())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -84,60 +93,127 @@ class StepResult(NamedTuple):
     info: dict[str, Any]
 
 
-@runtime_checkable
-class Env(Protocol):
+class Env:
     """A text environment with task splits, valid actions, snapshots and an optional expert.
 
-    Adapters set `snapshot_native`: True when `snapshot`/`restore` copy the state directly, False
-    when the environment can only return to a state by `reset` plus a replay of the actions that led
-    there (the branching engine then replays the expert prefix itself and never calls `snapshot`).
+    Adapters subclass it and write the environment's own parts (`_reset`, `_step`, `_snapshot`,
+    `_restore`, `tasks`, `valid_actions`, `expert_actions`); the episode rules every adapter shares (no
+    step before `reset`, none after the episode ended, the step counter, and truncation at `max_steps`)
+    live here only, as Gymnasium's `TimeLimit` is the one place that issues truncation.
+
+    `snapshot_native`: True when `_snapshot`/`_restore` copy the state directly, False when the
+    environment can only return to a state by `reset` plus a replay of the actions that led there (the
+    branching engine then replays the expert prefix itself).
+
+    Optional capabilities have defaults here, so callers never probe for them: `candidate_actions()`
+    (open action spaces), `prepare(tasks)` (costly bulk set-up) and `close()` (an external process).
+    An adapter may also put ``"invalid": bool`` in `StepResult.info`; evaluation then counts invalid
+    actions from it instead of from `valid_actions()`.
     """
 
     name: ClassVar[str]
     snapshot_native: ClassVar[bool]
-    split: str
-    max_steps: int
+    splits: ClassVar[tuple[str, ...]] = SPLITS
+    default_max_steps: ClassVar[int] = 50
 
+    def __init__(self, split: str = "train", *, max_steps: int | None = None) -> None:
+        self.max_steps = check_env_args(self.name, split, self.splits, max_steps, self.default_max_steps)
+        self.split = split
+        self._elapsed_steps = 0
+        self._started = False
+        self._over = False
+
+    # -- what every adapter writes ----------------------------------------------------------------
     def tasks(self, limit: int | None = None) -> list[str]:
         """The split's task identifiers, in a fixed order; the first `limit` of them if given."""
-        ...
+        raise NotImplementedError
 
-    def reset(self, task: str, *, seed: int | None = None) -> tuple[str, dict[str, Any]]:
+    def _reset(self, task: str, seed: int | None) -> tuple[str, dict[str, Any]]:
         """Start `task`; return the first observation and info (with at least "goal" and "task")."""
-        ...
+        raise NotImplementedError
 
-    def step(self, action: str) -> StepResult:
-        """Execute `action` as given. An action the environment does not accept is not an error:
-        it returns an observation saying so (household: "Nothing happens.")."""
-        ...
+    def _step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """Execute `action`: (observation, reward, terminated, won, info). Truncation is decided by `step`."""
+        raise NotImplementedError
 
     def valid_actions(self) -> list[str]:
         """The actions accepted in the current state (sorted, no duplicates); empty when the
         environment has no such list (open action spaces)."""
-        ...
+        raise NotImplementedError
 
-    # Optional, for open action spaces (valid_actions() is empty): adapters may define
-    #     def candidate_actions(self) -> list[str]
-    # returning plausible actions at the current state (deterministic, sorted, no duplicates), from
-    # which the branching engine samples alternatives. And any adapter may put "invalid": bool in
-    # StepResult.info; evaluation then counts invalid actions from it instead of from valid_actions().
-    # Adapters that hold an external process (a JVM) also define close(), which the stages call when done.
-    # Adapters whose tasks need costly set-up (textworld-cooking generates each game) may define
-    #     def prepare(self, tasks: Iterable[str]) -> None
-    # to set up many tasks at once; collection and evaluation call it (see `prepare_tasks`) before any reset.
+    def _snapshot(self) -> Any:
+        """The adapter's state as an opaque, picklable object (the step counter is kept by `snapshot`)."""
+        raise NotImplementedError
 
-    def snapshot(self) -> Any:
-        """An opaque, picklable object from which `restore` returns to the current state."""
-        ...
-
-    def restore(self, snapshot: Any) -> None:
-        """Return to the state captured by `snapshot`. The snapshot stays valid for reuse."""
-        ...
+    def _restore(self, snapshot: Any) -> None:
+        """Return to the state `_snapshot` captured; the snapshot stays valid for reuse."""
+        raise NotImplementedError
 
     def expert_actions(self) -> list[str]:
         """A winning action sequence from the state right after `reset`; raises NoExpertError
         when the environment has none for this task."""
-        ...
+        raise NotImplementedError
+
+    # -- optional capabilities, with their defaults -----------------------------------------------
+    def candidate_actions(self) -> list[str]:
+        """Plausible actions at the current state of an open action space (deterministic, sorted, no
+        duplicates), from which branching samples alternatives; empty by default."""
+        return []
+
+    def prepare(self, tasks: Sequence[str]) -> None:
+        """Set up many tasks at once before their resets (textworld-cooking generates its games); a no-op
+        by default. Collection and evaluation call it."""
+
+    def close(self) -> None:
+        """Release what the adapter holds outside Python (a JVM); a no-op by default."""
+
+    # -- the episode rules, in one place ----------------------------------------------------------
+    @property
+    def elapsed_steps(self) -> int:
+        """Steps taken since the last `reset` (restored with a snapshot)."""
+        return self._elapsed_steps
+
+    def reset(self, task: str, *, seed: int | None = None) -> tuple[str, dict[str, Any]]:
+        """Start `task`; return the first observation and info (with at least "goal" and "task")."""
+        observation, info = self._reset(task, seed)
+        self._elapsed_steps, self._started, self._over = 0, True, False
+        return observation, info
+
+    def step(self, action: str) -> StepResult:
+        """Execute `action` as given. An action the environment does not accept is not an error:
+        it returns an observation saying so (household: "Nothing happens.")."""
+        if not self._started:
+            raise InvalidInputError(f"the {self.name} environment has no task yet: call reset(task) first")
+        if self._over:
+            raise InvalidInputError("the episode is over (ended or out of steps): call reset(task) to start another")
+        observation, reward, terminated, won, info = self._step(action)
+        self._elapsed_steps += 1
+        truncated = not terminated and self._elapsed_steps >= self.max_steps
+        self._over = terminated or truncated
+        return StepResult(observation, reward, terminated, truncated, won, info)
+
+    def snapshot(self) -> Any:
+        """An opaque, picklable object from which `restore` returns to the current state."""
+        if not self._started:
+            raise InvalidInputError(f"the {self.name} environment has no task yet: call reset(task) first")
+        return (self._snapshot(), self._elapsed_steps, self._over)
+
+    def restore(self, snapshot: Any) -> None:
+        """Return to the state captured by `snapshot`. The snapshot stays valid for reuse."""
+        if not (isinstance(snapshot, tuple) and len(snapshot) == 3 and isinstance(snapshot[1], int)):
+            raise InvalidInputError(
+                f"{type(snapshot).__name__} is not a snapshot of the {self.name} environment: pass what "
+                f"snapshot() returned"
+            )
+        state, elapsed, over = snapshot
+        self._restore(state)
+        self._elapsed_steps, self._started, self._over = elapsed, True, over
+
+    def __enter__(self) -> Env:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -244,10 +320,3 @@ class Branch:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Branch:
         return cls(**d)
-
-
-def prepare_tasks(env: Any, tasks: Sequence[str]) -> None:
-    """Let `env` set up `tasks` in bulk when it can (the optional `prepare` method); else do nothing."""
-    prepare = getattr(env, "prepare", None)
-    if callable(prepare) and tasks:
-        prepare(list(tasks))

@@ -24,7 +24,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from firsthand.artifacts import load_records
 from firsthand.contract import DependencyNotInstalled, InvalidInputError
+from firsthand.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +42,8 @@ CHAT_TEMPLATE = (
 class TinyConfig:
     """Shape of the `tiny` model (a LlamaConfig) and its tokenizer.
 
-    Width 128 (0.9M parameters), not 256 (3.4M): within the quickstart's time a step of the narrower model
-    costs a third as much, and on household 684 steps of it picked the expert action at 56% of id_test
-    states where 228 steps of the wider one reached 33% (same data and wall-clock time, measured).
+    Width 128 (0.9M parameters), not 256 (3.4M): within the quickstart's time the narrower model takes
+    three times the steps and learns more from them (docs/calibration.md).
     """
 
     vocab_size: int = 2048
@@ -53,8 +54,8 @@ class TinyConfig:
     max_positions: int = 1024
     seed: int = 0
     copy_steps: int = 0
-    """Steps of synthetic copy pretraining (see `pretrain_copying`); 0 skips it. Off by default: 300
-    steps cost 4.3 minutes here and did not raise IL's success within the quickstart budget (measured)."""
+    """Steps of synthetic copy pretraining (see `pretrain_copying`); 0 skips it. Off by default: it did not
+    raise IL's success within the quickstart budget (docs/calibration.md)."""
     walk_steps: int = 0
     """Steps of language-model pretraining on episodes of a random policy in the environment (see
     `pretrain_on_walks`); 0 skips it."""
@@ -193,9 +194,9 @@ def pretrain_copying(model: Any, config: TinyConfig) -> list[float]:
 
     An agent's actions mostly copy names from its context ("You arrive at cabinet 2. The cabinet 2 is
     closed." -> "open cabinet 2"). A pretrained LLM brings that skill; a model trained from scratch on a
-    few hundred demonstrations does not pick it up (measured: after 690 IL steps the tiny model answered
-    "open cabinet 1" at a closed cabinet 2). This pretraining is environment-agnostic (the induction-head
-    task on uniformly drawn token ids: no environment text, no dynamics, no expert data), so it gives
+    few hundred demonstrations does not pick it up (docs/calibration.md). This pretraining is
+    environment-agnostic (the induction-head task on uniformly drawn token ids: no environment text, no
+    dynamics, no expert data), so it gives
     every method the same starting skill. A plain loop: the data is generated on the fly, which TRL's
     dataset trainers are not built for.
     """
@@ -265,7 +266,7 @@ def random_walks(env_name: str, episodes: int, length: int, seed: int, tasks: in
             observation, _ = env.reset(names[i % len(names)], seed=seed)
             parts = [observation]
             for _ in range(length):
-                valid = env.valid_actions() or list(getattr(env, "candidate_actions", list)())
+                valid = env.valid_actions() or env.candidate_actions()
                 if not valid:
                     break
                 rich = [a for a in valid if not a.startswith(("go ", "go to", "examine", "look", "inventory"))]
@@ -285,9 +286,8 @@ def pretrain_on_walks(
 
     It stands in for the pretraining that gives an LLM its language: an agent's actions mostly copy
     names from its context ("You arrive at cabinet 2. The cabinet 2 is closed." -> "open cabinet 2"),
-    and a model trained from scratch on a few hundred demonstrations does not learn to copy (measured:
-    after 570 IL steps the tiny model still answered "take dishsponge 1" whatever the goal asked for).
-    The walks use no expert action and no branching data, and every method starts from the same
+    and a model trained from scratch on a few hundred demonstrations does not learn to copy
+    (docs/calibration.md). The walks use no expert action and no branching data, and every method starts from the same
     pretrained model, so the comparison between methods is unchanged. A plain loop with full-sequence
     loss (no prompt/completion split, so TRL's SFT machinery would add nothing).
     """
@@ -345,12 +345,8 @@ def smollm2_path() -> Path:
     return out
 
 
-def resolve(model: str, work_dir: Path, texts: Iterable[str] | None = None) -> Path:
-    """The folder of the starting model called `model` (creating `tiny` in `work_dir` if needed)."""
-    if model == "tiny":
-        if texts is None:
-            raise InvalidInputError("the tiny model needs the training texts to fit its tokenizer")
-        return create_tiny(texts, Path(work_dir) / "tiny-init")
+def resolve(model: str) -> Path:
+    """The folder of a pretrained starting model: `smollm2-135m`, or a local Hugging Face model folder."""
     if model == "smollm2-135m":
         return smollm2_path()
     path = Path(model)
@@ -360,6 +356,28 @@ def resolve(model: str, work_dir: Path, texts: Iterable[str] | None = None) -> P
             f"config.json (a local Hugging Face model)"
         )
     return path
+
+
+def starting_model(
+    model: str,
+    data: Iterable[Path],
+    folder: Path,
+    *,
+    tiny: TinyConfig | None = None,
+    env: str | None = None,
+    progress: Progress = no_progress,
+) -> Path:
+    """The one way to obtain a starting model: `tiny` is created in `folder` with a tokenizer fitted on the
+    records of the build directories `data` (and walk pretraining on `env` when configured); any other
+    name is resolved by `resolve`."""
+    if model != "tiny":
+        return resolve(model)
+    config = tiny or TinyConfig()
+    texts = (r["prompt"] + "\n" + r["completion"] for d in data for r in load_records(d))
+    if not config.walk_steps or (Path(folder) / "config.json").exists():
+        return create_tiny(texts, folder, config, env=env)
+    with progress(f"pretrain tiny seed {config.seed}", config.walk_steps) as advance:
+        return create_tiny(texts, folder, config, env=env, on_step=advance)
 
 
 def load(path: Path, *, for_training: bool = False) -> tuple[Any, Any]:

@@ -13,26 +13,24 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from firsthand.artifacts import write_json_atomic
-from firsthand.branching import BranchConfig, branch
-from firsthand.build import BuildConfig, build
-from firsthand.contract import InvalidInputError, UnknownNameError
-from firsthand.evaluate import ModelAgent, RandomAgent, run_episodes, summarize
-from firsthand.experts import collect
-from firsthand.models import TinyConfig
+from firsthand.contract import METHODS, InvalidInputError, UnknownNameError
+from firsthand.inference import Agent
+from firsthand.models import TinyConfig, starting_model
+from firsthand.progress import Progress, no_progress
 from firsthand.prompts import PromptConfig
-from firsthand.train import TrainConfig, train
+from firsthand.stages.branch import BranchConfig, branch
+from firsthand.stages.build import BuildConfig, build
+from firsthand.stages.collect import collect
+from firsthand.stages.evaluate import evaluate, make_agent
+from firsthand.stages.report import write_report
+from firsthand.stages.train import TrainConfig, train
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
-"""progress(description, total) -> context manager yielding advance(n); the CLI draws bars."""
 
 
 @dataclass
@@ -60,8 +58,7 @@ class Preset:
     sr_max_new_tokens: int = 200
     prompt: PromptConfig = field(default_factory=lambda: PromptConfig(history=2, show_valid_actions=False))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, batch_size=4, learning_rate=1e-3))
-    """Small batches: at the same tokens, 2,280 steps at batch 4 picked the expert action at 86% of household
-    id_test states (IL won 56% of episodes) where 570 steps at batch 16 reached 62% (12%); measured."""
+    """Small batches: at the same tokens, more steps of batch 4 beat fewer of batch 16 (docs/calibration.md)."""
     tiny: TinyConfig = field(default_factory=TinyConfig)
     """Shape and copy pretraining of the `tiny` model (used when model == "tiny")."""
     workers: int = 1
@@ -84,9 +81,8 @@ PRESETS: dict[str, Preset] = {
 
 
 ENV_SETTINGS: dict[str, dict[str, Any]] = {
-    # The quickstart's calibration (README, "How the quickstart was calibrated"): IL seed 0 on 200 id_test
-    # episodes won 22.5% with 400 demonstrations x 4 epochs (2,420 steps), 48.5% with 400 x 6 (3,630
-    # steps, 1.5x the time: past the 15-minute quickstart) and 35.0% with 300 x 6 (2,766 steps, 1.14x).
+    # The quickstart's calibration (docs/calibration.md): 300 demonstrations x 6 epochs is the most IL
+    # training that keeps `make run` within 15 minutes here.
     "household": dict(
         train_episodes=300,
         train=TrainConfig(epochs=6, batch_size=4, learning_rate=1e-3),
@@ -135,14 +131,8 @@ def get_preset(name: str, **overrides: Any) -> Preset:
     return replace(preset, **settings)
 
 
-def no_progress(description: str, total: int) -> AbstractContextManager[Callable[[int], None]]:
-    return nullcontext(lambda n: None)
-
-
 def run(preset: Preset, out: Path, progress: Progress = no_progress) -> dict[str, Any]:
     """Run every stage of `preset` into `out`; return the results (also written to results.json)."""
-    from firsthand.models import resolve
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     preset_path = out / "preset.json"
@@ -161,8 +151,8 @@ def run(preset: Preset, out: Path, progress: Progress = no_progress) -> dict[str
     with progress("branch", preset.train_episodes) as advance:
         branch(out / "experts", out / "branches", BranchConfig(k=preset.k), workers=preset.workers, on_progress=advance)
     data = {}
-    with progress("build", 3) as advance:
-        for method in ("il", "iwm", "sr"):
+    with progress("build", len(METHODS)) as advance:
+        for method in METHODS:
             cfg = BuildConfig(prompt=preset.prompt, sr_alternatives=preset.sr_alternatives)
             build(method, out / "branches", out / "data" / method, cfg)
             data[method] = out / "data" / method
@@ -170,84 +160,45 @@ def run(preset: Preset, out: Path, progress: Progress = no_progress) -> dict[str
 
     evaluations: list[dict[str, Any]] = []
     for seed in preset.seeds:
-        base = _base_model(preset, out, seed, data, resolve, progress)
+        tiny = replace(preset.tiny, seed=seed, walk_tasks=preset.train_episodes)
+        folder = out / "models" / f"tiny-seed{seed}"
+        base = starting_model(preset.model, data.values(), folder, tiny=tiny, env=preset.env, progress=progress)
         if preset.model != "tiny":  # a pretrained instruct model: the zero-shot prompt baseline
             evaluations += _evaluate(preset, out, "prompt", seed, base, progress)
         for method in preset.methods:
             cfg = replace(preset.train, seed=seed)
-            manifest = train_with_progress(
-                method, data, base, out / "train" / f"{method}-seed{seed}", cfg, preset, progress
-            )
+            manifest = train(method, data, base, out / "train" / f"{method}-seed{seed}", cfg, progress=progress)
             evaluations += _evaluate(preset, out, method, seed, Path(manifest["model"]), progress)
         evaluations += _evaluate(preset, out, "random", seed, None, progress)
-
-    from firsthand.report import write_report
-
     return write_report(out, preset, evaluations)
-
-
-def _base_model(preset: Preset, out: Path, seed: int, data: dict[str, Path], resolve: Any, progress: Progress) -> Path:
-    if preset.model != "tiny":
-        return resolve(preset.model, out / "models")
-    from firsthand.build import load_records
-    from firsthand.models import create_tiny
-
-    texts = (r["prompt"] + "\n" + r["completion"] for m in ("il", "iwm", "sr") for r in load_records(data[m]))
-    config = replace(preset.tiny, seed=seed, walk_tasks=preset.train_episodes)
-    target = out / "models" / f"tiny-seed{seed}"
-    if not config.walk_steps or (target / "config.json").exists():
-        return create_tiny(texts, target, config, env=preset.env)
-    with progress(f"pretrain tiny seed {seed}", config.walk_steps) as advance:
-        return create_tiny(texts, target, config, env=preset.env, on_step=advance)
-
-
-def train_with_progress(
-    method: str, data: dict[str, Path], base: Path, out: Path, config: TrainConfig, preset: Preset, progress: Progress
-) -> dict[str, Any]:
-    from firsthand.build import load_records
-    from firsthand.train import check_data, plan_budget
-
-    check_data(method, data)
-    n_extra = len(load_records(data[method])) if method != "il" else 0
-    total = sum(steps for _, steps in plan_budget(method, len(load_records(data["il"])), n_extra, config))
-    with progress(f"train {method} seed {config.seed}", total) as advance:
-        return train(method, data, base, out, config, on_step=advance)
 
 
 def _evaluate(
     preset: Preset, out: Path, method: str, seed: int, model: Path | None, progress: Progress
 ) -> list[dict[str, Any]]:
+    """Evaluate one model on every split of `preset` (evaluations already on disk are read, not redone)."""
     rows = []
-    agent: Any = None
+    agent: Agent | None = None  # loaded once, for the first split that needs it
     for split in preset.splits:
         path = out / "eval" / f"{method}-seed{seed}-{split}.json"
         if path.exists():
             rows.append(json.loads(path.read_text())["summary"])
             continue
         if agent is None:
-            if model is None:
-                agent = RandomAgent(seed)
-            else:
-                tokens = preset.sr_max_new_tokens if method == "sr" else preset.max_new_tokens
-                agent = ModelAgent.from_path(model, name=method, max_new_tokens=tokens)
-        from firsthand.registry import opened
-
-        with opened(preset.env, split) as listing:
-            tasks = listing.tasks(preset.eval_episodes)
-        with progress(f"eval {method} seed {seed} {split}", len(tasks)) as advance:
-            results = run_episodes(
-                preset.env,
-                split,
-                tasks,
-                agent,
-                prompt=preset.prompt,
-                batch_size=preset.eval_batch_size,
-                max_steps=preset.max_steps,
-                on_episode=lambda r: advance(1),
-            )
-        summary = {"method": method, "seed": seed, "split": split, **summarize(results)}
-        from firsthand.evaluate import episode_records
-
-        write_json_atomic(path, {"summary": summary, "episodes": episode_records(results)})
+            tokens = preset.sr_max_new_tokens if method == "sr" else preset.max_new_tokens
+            agent = make_agent(model, name=method, max_new_tokens=tokens, seed=seed)
+        summary = evaluate(
+            agent,
+            preset.env,
+            split,
+            preset.eval_episodes,
+            path,
+            prompt=preset.prompt,
+            max_steps=preset.max_steps,
+            batch_size=preset.eval_batch_size,
+            labels={"method": method, "seed": seed},
+            description=f"eval {method} seed {seed} {split}",
+            progress=progress,
+        )
         rows.append(summary)
     return rows

@@ -42,7 +42,7 @@ class PromptConfig:
     restate_goal: bool = True
     """Repeat the goal right before the question, next to where the action is written. Actions copy names
     from the goal ("take tomato 1 ..."); a model trained from scratch learns that copy far more easily
-    over a short distance than from the top of a long prompt (measured on household, see the README)."""
+    over a short distance than from the top of a long prompt (docs/calibration.md)."""
 
 
 def _cut(text: str, limit: int) -> str:

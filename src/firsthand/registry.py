@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from firsthand.contract import SPLITS, DependencyNotInstalled, Env, UnknownNameError
+from firsthand.contract import SPLITS, DependencyNotInstalled, Env, InvalidInputError, UnknownNameError
 
 _REGISTRY: dict[str, Callable[..., Env]] = {}
 
@@ -31,7 +31,13 @@ def make(name: str, split: str = "train", **kwargs: Any) -> Env:
         raise UnknownNameError(f"unknown environment {name!r}; registered environments: {', '.join(names())}")
     if split not in SPLITS:
         raise UnknownNameError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
-    return _REGISTRY[name](split=split, **kwargs)
+    env = _REGISTRY[name](split=split, **kwargs)
+    if not isinstance(env, Env):
+        raise InvalidInputError(
+            f"the factory registered as {name!r} returned a {type(env).__name__}, not a firsthand.Env: "
+            f"make the adapter subclass firsthand.Env (see docs/architecture.md)"
+        )
+    return env
 
 
 @contextmanager
@@ -41,9 +47,7 @@ def opened(name: str, split: str = "train", **kwargs: Any) -> Iterator[Env]:
     try:
         yield env
     finally:
-        close = getattr(env, "close", None)
-        if close is not None:
-            close()
+        env.close()
 
 
 def _household(split: str, **kwargs: Any) -> Env:

@@ -88,28 +88,41 @@ def run_sharded(
         for i in pending:
             save(i, *fn(shards[i], config))
     else:
-        # spawn, not fork: the parent may hold threads (progress bars, torch) that fork would copy.
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = {}
-            queue = list(pending)
-            try:
-                while queue or futures:
-                    while queue and len(futures) < 2 * workers:
-                        i = queue.pop(0)
-                        futures[pool.submit(fn, shards[i], config)] = i
-                    done, _ = wait(futures, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        save(futures.pop(future), *future.result())
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
+        _run_pool(fn, shards, pending, config, workers, save)
 
     totals: dict[str, int] = {}
     for name in names:
         for key, value in json.loads(_stats_path(out, name).read_text(encoding="utf-8")).items():
             totals[key] = totals.get(key, 0) + value
     return names, totals
+
+
+def _run_pool(
+    fn: ShardFn,
+    shards: list[Sequence[Any]],
+    pending: list[int],
+    config: dict[str, Any],
+    workers: int,
+    save: Callable[[int, list[dict[str, Any]], dict[str, int]], None],
+) -> None:
+    """Run the `pending` shards over `workers` processes, saving each as it finishes (at most 2 per worker
+    in flight, so an interruption loses little)."""
+    # spawn, not fork: the parent may hold threads (progress bars, torch) that fork would copy.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = {}
+        queue = list(pending)
+        try:
+            while queue or futures:
+                while queue and len(futures) < 2 * workers:
+                    i = queue.pop(0)
+                    futures[pool.submit(fn, shards[i], config)] = i
+                done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for future in done:
+                    save(futures.pop(future), *future.result())
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
 
 
 def _stats_path(out: Path, name: str) -> Path:

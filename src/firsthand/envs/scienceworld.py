@@ -81,13 +81,7 @@ from typing import Any, ClassVar
 import scienceworld  # noqa: F401 - the registry turns a missing package into DependencyNotInstalled
 from scienceworld.constants import BASEPATH, JAR_PATH
 
-from firsthand.contract import (
-    SPLITS,
-    InvalidInputError,
-    NoExpertError,
-    StepResult,
-    check_env_args,
-)
+from firsthand.contract import Env, InvalidInputError, NoExpertError
 from firsthand.envs._jvm import start_gateway, stop_gateway
 
 MAX_VARIATIONS: dict[str, int] = {
@@ -327,7 +321,7 @@ def _stable(text: str) -> str:
     return hashlib.md5(text.encode()).hexdigest()
 
 
-class ScienceWorldEnv:
+class ScienceWorldEnv(Env):
     """ScienceWorld behind the firsthand Env protocol; see the module docstring.
 
     Example:
@@ -341,6 +335,7 @@ class ScienceWorldEnv:
 
     name: ClassVar[str] = "scienceworld"
     snapshot_native: ClassVar[bool] = False
+    default_max_steps: ClassVar[int] = 150
 
     def __init__(
         self,
@@ -350,7 +345,7 @@ class ScienceWorldEnv:
         task_types: Sequence[str] | None = None,
         candidates_per_template: int = 6,
     ) -> None:
-        max_steps = check_env_args("scienceworld", split, SPLITS, max_steps, 150)
+        super().__init__(split, max_steps=max_steps)
         if candidates_per_template < 1:
             raise InvalidInputError(f"candidates_per_template must be at least 1, got {candidates_per_template!r}")
         chosen = [t for t in TASK_TYPES if t not in LONG_TASK_TYPES] if task_types is None else list(task_types)
@@ -360,8 +355,6 @@ class ScienceWorldEnv:
                 f"task_types must name ScienceWorld task types, got unknown ones {unknown!r} of {chosen!r}; "
                 f"task types: {', '.join(TASK_TYPES)}"
             )
-        self.split = split
-        self.max_steps = max_steps
         self.task_types = tuple(t for t in TASK_TYPES if t in chosen)  # canonical order
         self.candidates_per_template = candidates_per_template
         self._tasks: list[str] | None = None
@@ -369,9 +362,8 @@ class ScienceWorldEnv:
         self._finalizer: weakref.finalize | None = None
         self._task = ""
         self._goal = ""
-        self._actions: list[str] = []
+        self._actions: list[str] = []  # since reset: a snapshot replays them
         self._score = 0.0
-        self._over = False
 
     # -- tasks ----------------------------------------------------------------------------------
     def tasks(self, limit: int | None = None) -> list[str]:
@@ -404,13 +396,13 @@ class ScienceWorldEnv:
         return task_type, int(variation)
 
     # -- the episode ----------------------------------------------------------------------------
-    def reset(self, task: str, *, seed: int | None = None) -> tuple[str, dict[str, Any]]:
+    def _reset(self, task: str, seed: int | None) -> tuple[str, dict[str, Any]]:
         """Start `task`. A variation fixes everything (the simulator seeds itself with its index),
         so `seed` changes nothing."""
         task_type, variation = self._parse_task(task)
         observation, goal, _ = self._simulator().load(task_type, variation)
         self._task, self._goal = task, goal
-        self._actions, self._score, self._over = [], 0.0, False
+        self._actions, self._score = [], 0.0
         return observation.strip(), self._info()
 
     def _simulator(self) -> _Simulator:
@@ -436,22 +428,16 @@ class ScienceWorldEnv:
             raise InvalidInputError("the environment has no task yet: call reset(task) first")
         return self._sim
 
-    def step(self, action: str) -> StepResult:
+    def _step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         sim = self._require_task()
-        if self._over:
-            raise InvalidInputError(
-                "the episode is over (won, failed or out of steps): call reset(task) to start another"
-            )
         observation, score, completed = sim.step(action)
         self._actions.append(action)
         won = completed and score > 0
         terminated = won or score < 0  # the simulator scores a failed task -1 and does not flag it completed
-        truncated = not terminated and len(self._actions) >= self.max_steps
         reward, self._score = score - self._score, score
-        self._over = terminated or truncated
         info = self._info()
         info["invalid"] = observation.startswith(_INVALID_PREFIXES)
-        return StepResult(observation.strip(), reward, terminated, truncated, won, info)
+        return observation.strip(), reward, terminated, won, info
 
     # -- actions, snapshots, expert -------------------------------------------------------------
     def valid_actions(self) -> list[str]:
@@ -478,25 +464,25 @@ class ScienceWorldEnv:
         ]
         return sorted(chosen)
 
-    def snapshot(self) -> tuple[str, tuple[str, ...]]:
+    def _snapshot(self) -> tuple[str, tuple[str, ...]]:
         self._require_task()
         return (self._task, tuple(self._actions))
 
-    def restore(self, snapshot: Any) -> None:
+    def _restore(self, snapshot: Any) -> None:
         """Reload the task and replay the actions (ScienceWorld cannot copy its state)."""
         task, actions = snapshot
-        self.reset(task)
+        self._reset(task, None)
         for action in actions:
-            self.step(action)
+            self._step(action)
 
     def expert_actions(self) -> list[str]:
         """ScienceWorld's gold path for the task, cut where it completes the task."""
         sim = self._require_task()
-        if self._actions:
+        if self.elapsed_steps:
             raise NoExpertError("the scienceworld expert plans from the start of a task: call reset(task) first")
         if self._task not in _GOLD:
             _GOLD[self._task] = self._gold_path(sim)
-            self.reset(self._task)  # the gold path was walked to find where it completes
+            self._reset(self._task, None)  # the gold path was walked to find where it completes
         path = _GOLD[self._task]
         if isinstance(path, str):
             raise NoExpertError(path)
@@ -526,9 +512,3 @@ class ScienceWorldEnv:
             self._finalizer()
         self._sim = None
         self._task = ""
-
-    def __enter__(self) -> ScienceWorldEnv:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

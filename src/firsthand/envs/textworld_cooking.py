@@ -53,14 +53,7 @@ from textworld.core import GameState
 from textworld.envs.wrappers.tw_inform7 import Inform7Data, StateTracking
 from textworld.envs.zmachine.jericho import JerichoEnv
 
-from firsthand.contract import (
-    SPLITS,
-    FirsthandError,
-    InvalidInputError,
-    NoExpertError,
-    StepResult,
-    check_env_args,
-)
+from firsthand.contract import SPLITS, Env, FirsthandError, InvalidInputError, NoExpertError
 
 NAME = "textworld-cooking"
 SETTINGS: dict[str, Any] = {
@@ -327,11 +320,10 @@ def clean_observation(raw: str, objective: str | None = None) -> str:
 class CookingSnapshot:
     """Everything `restore` needs, picklable. `machine` is Jericho's Z-machine state (RAM, stack, PC,
     RNG); `facts` and `logical_actions` are TextWorld's logical state, from which it derives admissible
-    commands and tracks what each command did. `actions` (the commands since reset) is for inspection."""
+    commands and tracks what each command did. `actions` (the commands since reset) also gives the move count."""
 
     task: str
     actions: tuple[str, ...]
-    steps: int
     score: int
     won: bool
     lost: bool
@@ -368,7 +360,7 @@ def _layer(env: Any, cls: type) -> Any:
     return layer
 
 
-class TextWorldCookingEnv:
+class TextWorldCookingEnv(Env):
     """TextWorld cooking games behind the firsthand Env protocol; see the module docstring.
 
     Reward is the game's score gained by the step (one point per recipe step: taking, cooking and
@@ -378,11 +370,10 @@ class TextWorldCookingEnv:
 
     name: ClassVar[str] = NAME
     snapshot_native: ClassVar[bool] = True
+    default_max_steps: ClassVar[int] = DEFAULT_MAX_STEPS
 
     def __init__(self, split: str = "train", *, max_steps: int | None = None) -> None:
-        max_steps = check_env_args(NAME, split, SPLITS, max_steps, DEFAULT_MAX_STEPS)
-        self.split = split
-        self.max_steps = max_steps
+        super().__init__(split, max_steps=max_steps)
         self._game: _Game | None = None
         self._actions: list[str] = []
         self._score = 0
@@ -424,7 +415,7 @@ class TextWorldCookingEnv:
         return self._game
 
     # -- the episode ----------------------------------------------------------------------------
-    def reset(self, task: str, *, seed: int | None = None) -> tuple[str, dict[str, Any]]:
+    def _reset(self, task: str, seed: int | None) -> tuple[str, dict[str, Any]]:
         """Start `task`. A game is a function of its task alone (and play is deterministic), so `seed`
         changes nothing."""
         parse_task(task)
@@ -447,12 +438,8 @@ class TextWorldCookingEnv:
         game = self._require_game()
         return {"task": game.task, "goal": game.goal, "score": self._score, "max_score": game.max_score}
 
-    def step(self, action: str) -> StepResult:
+    def _step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         game = self._require_game()
-        if self._won or self._lost or len(self._actions) >= self.max_steps:
-            raise InvalidInputError(
-                "the episode is over (won, lost or out of steps): call reset(task) to start another"
-            )
         command = " ".join(action.strip().split())
         invalid = command.lower() not in self._admissible
         self._actions.append(action)
@@ -465,10 +452,8 @@ class TextWorldCookingEnv:
             observation, reward = clean_observation(state.feedback), float(score - self._score)
             self._score, self._won, self._lost = score, bool(state["won"]), bool(state["lost"])
             self._admissible = list(state["admissible_commands"])
-        terminated = self._won or self._lost
-        truncated = not terminated and len(self._actions) >= self.max_steps
         info = {**self._info(), "invalid": invalid}
-        return StepResult(observation, reward, terminated, truncated, self._won, info)
+        return observation, reward, self._won or self._lost, self._won, info
 
     # -- valid actions, snapshots, expert -------------------------------------------------------
     def valid_actions(self) -> list[str]:
@@ -476,13 +461,12 @@ class TextWorldCookingEnv:
         self._require_game()
         return [] if self._won or self._lost else list(self._admissible)
 
-    def snapshot(self) -> CookingSnapshot:
+    def _snapshot(self) -> CookingSnapshot:
         game = self._require_game()
         progression = game.tracker._game_progression
         return CookingSnapshot(
             task=game.task,
             actions=tuple(self._actions),
-            steps=len(self._actions),
             score=self._score,
             won=self._won,
             lost=self._lost,
@@ -492,23 +476,23 @@ class TextWorldCookingEnv:
             admissible=tuple(self._admissible),
         )
 
-    def restore(self, snapshot: Any) -> None:
+    def _restore(self, snapshot: Any) -> None:
         """Put the Z-machine and TextWorld's state tracking back as they were; the snapshot is not
         consumed (its mutable parts are copied)."""
         if not isinstance(snapshot, CookingSnapshot):
             raise InvalidInputError(f"not a {NAME} snapshot: {type(snapshot).__name__}; pass what snapshot() returned")
         game = self._game
         if game is None or game.task != snapshot.task or not game.objective:
-            self.reset(snapshot.task)  # loads the game and readies every wrapper layer for step()
+            self._reset(snapshot.task, None)  # loads the game and readies every wrapper layer for step()
             game = self._require_game()
         game.machine._jericho.set_state(snapshot.machine)
         progression = game.tracker._game_progression
         progression.state = snapshot.facts.copy()
         progression._valid_actions = list(snapshot.logical_actions)
         game.tracker._last_action = None
-        game.tracker._moves = snapshot.steps
+        game.tracker._moves = len(snapshot.actions)
         game.inform7._prev_state = None
-        game.inform7.state = GameState(score=snapshot.score, moves=snapshot.steps)
+        game.inform7.state = GameState(score=snapshot.score, moves=len(snapshot.actions))
         self._actions = list(snapshot.actions)
         self._score, self._won, self._lost = snapshot.score, snapshot.won, snapshot.lost
         self._admissible = list(snapshot.admissible)
@@ -516,7 +500,7 @@ class TextWorldCookingEnv:
     def expert_actions(self) -> list[str]:
         """The game's walkthrough without its no-ops, verified to win when the game was generated."""
         game = self._require_game()
-        if self._actions:
+        if self.elapsed_steps:
             raise NoExpertError(f"the {NAME} expert plays from the start of a game: call reset(task) first")
         if not game.expert:
             raise NoExpertError(f"the walkthrough of {game.task} does not win when replayed; no expert for this task")

@@ -66,14 +66,7 @@ from textworld_express.constants import BASEPATH, JAR_PATH
 import orjson
 from py4j.java_gateway import JavaGateway
 
-from firsthand.contract import (
-    SPLITS,
-    InvalidInputError,
-    NoExpertError,
-    StepResult,
-    UnknownNameError,
-    check_env_args,
-)
+from firsthand.contract import Env, InvalidInputError, NoExpertError, UnknownNameError
 from firsthand.envs._jvm import start_gateway, stop_gateway
 
 GAMES: tuple[str, ...] = (
@@ -140,13 +133,11 @@ class Task:
 class Snapshot:
     """A state as the actions that reach it: restoring regenerates the game and replays them.
 
-    `actions` holds only accepted actions (refused ones change nothing); `steps` counts every step,
-    refused ones included, so that truncation stays exact.
+    `actions` holds only accepted actions (refused ones change nothing).
     """
 
     task: str
     actions: tuple[str, ...]
-    steps: int
 
 
 def parse_task(task: str) -> Task:
@@ -179,7 +170,7 @@ def _games(games: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-class TextWorldExpressEnv:
+class TextWorldExpressEnv(Env):
     """The eight TextWorld-Express games as one environment; see the module docstring for the design.
 
     Example:
@@ -195,6 +186,7 @@ class TextWorldExpressEnv:
 
     name: ClassVar[str] = "textworld-express"
     snapshot_native: ClassVar[bool] = True
+    default_max_steps: ClassVar[int] = 50
 
     def __init__(
         self,
@@ -204,12 +196,10 @@ class TextWorldExpressEnv:
         games: str | Sequence[str] | None = None,
         game_params: Mapping[str, str] | None = None,
     ) -> None:
-        max_steps = check_env_args("textworld-express", split, SPLITS, max_steps, 50)
+        super().__init__(split, max_steps=max_steps)
         for g in game_params or {}:
             if g not in GAMES:
                 raise UnknownNameError(f"game_params names unknown game {g!r}; valid games: {', '.join(GAMES)}")
-        self.split = split
-        self.max_steps = max_steps
         self.games = _games(games)
         self.params = {**DEFAULT_PARAMS, **(game_params or {})}
         self._gateway: JavaGateway | None = None
@@ -219,7 +209,6 @@ class TextWorldExpressEnv:
         self._goal = ""
         self._description = ""
         self._actions: list[str] = []
-        self._steps = 0
         self._response: dict[str, Any] = {}
         self._valid: list[str] = []
 
@@ -248,12 +237,6 @@ class TextWorldExpressEnv:
         self._task = None
         if gateway is not None:
             stop_gateway(gateway, timeout=5)
-
-    def __enter__(self) -> TextWorldExpressEnv:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __del__(self) -> None:
         try:
@@ -291,10 +274,9 @@ class TextWorldExpressEnv:
             self._goal = goal_text(task.game, self._description)
         self._task = task
         self._actions = []
-        self._steps = 0
         return r
 
-    def reset(self, task: str, *, seed: int | None = None) -> tuple[str, dict[str, Any]]:
+    def _reset(self, task: str, seed: int | None) -> tuple[str, dict[str, Any]]:
         """Start `task`. The task id fixes the engine's seed, so `seed` changes nothing."""
         t = parse_task(task)
         r = self._start(t)
@@ -313,34 +295,28 @@ class TextWorldExpressEnv:
     def _terminated(self) -> bool:
         return bool(self._response.get("tasksuccess") or self._response.get("taskfailure"))
 
-    def step(self, action: str) -> StepResult:
+    def _step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         t = self._require_task()
-        if self._terminated or self._steps >= self.max_steps:
-            raise InvalidInputError("the episode is over (ended or out of steps): call reset(task) to start another")
         action = " ".join(action.split())
         invalid = action not in self._valid
         before = self._response["score"]
         r = self._apply(self._servers[t.game].stepJSON(action))
-        self._steps += 1
         if not invalid:
             self._actions.append(action)
-        won = bool(r["tasksuccess"])
-        terminated = self._terminated
-        truncated = not terminated and self._steps >= self.max_steps
         info = {"task": t.id, "game": t.game, "score": r["score"], "invalid": invalid}
         reward = round(float(r["score"] - before), 9)  # 0.2, not 0.19999999999999996: records stay readable
-        return StepResult(r["observation"].strip(), reward, terminated, truncated, won, info)
+        return r["observation"].strip(), reward, self._terminated, bool(r["tasksuccess"]), info
 
     # -- valid actions, snapshots, expert --------------------------------------------------------
     def valid_actions(self) -> list[str]:
         self._require_task()
         return list(self._valid)
 
-    def snapshot(self) -> Snapshot:
+    def _snapshot(self) -> Snapshot:
         t = self._require_task()
-        return Snapshot(t.id, tuple(self._actions), self._steps)
+        return Snapshot(t.id, tuple(self._actions))
 
-    def restore(self, snapshot: Any) -> None:
+    def _restore(self, snapshot: Any) -> None:
         if not isinstance(snapshot, Snapshot):
             raise InvalidInputError(
                 f"not a textworld-express snapshot: {type(snapshot).__name__}; pass what env.snapshot() returned"
@@ -352,12 +328,11 @@ class TextWorldExpressEnv:
             for action in snapshot.actions:
                 self._apply(server.stepJSON(action))
             self._actions = list(snapshot.actions)
-        self._steps = snapshot.steps
 
     def expert_actions(self) -> list[str]:
         """The engine's gold path, cleaned (see the module docstring) and verified to win."""
         t = self._require_task()
-        if self._steps:
+        if self.elapsed_steps:
             raise NoExpertError("the textworld-express expert plans from the start of a task: call reset(task) first")
         if t.id not in self._experts:
             self._experts[t.id] = self._verified_gold(t)

@@ -67,7 +67,7 @@ from bfcl_eval.constants.executable_backend_config import (
 )
 from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_checker import response_checker, state_checker
 
-from firsthand.contract import SPLITS, InvalidInputError, NoExpertError, StepResult, check_env_args
+from firsthand.contract import Env, InvalidInputError, NoExpertError
 from firsthand.envs.bfcl.calls import Call, format_call, parse_call
 from firsthand.envs.bfcl.candidates import candidate_calls
 
@@ -308,7 +308,6 @@ class _Progress:
     """The episode's bookkeeping beside the API objects (pickled with them into snapshots)."""
 
     turn: int = 0
-    steps: int = 0
     calls_this_turn: int = 0
     results: list[str] = field(default_factory=list)  # every executed call's result, for the response check
     failure: str = ""  # why the first failed turn failed; "" while every turn has passed
@@ -341,7 +340,7 @@ def split_tasks(split: str) -> tuple[str, ...]:
     return tuple(t for t in ids if t in known and t not in EXCLUDED)
 
 
-class BfclEnv:
+class BfclEnv(Env):
     """BFCL v4 multi-turn conversations, one function call per step; see the module docstring.
 
     Example:
@@ -356,15 +355,14 @@ class BfclEnv:
 
     name: ClassVar[str] = "bfcl"
     snapshot_native: ClassVar[bool] = True
+    default_max_steps: ClassVar[int] = DEFAULT_MAX_STEPS
 
     def __init__(
         self, split: str = "train", *, max_steps: int | None = None, observation_limit: int = OBSERVATION_LIMIT
     ) -> None:
-        max_steps = check_env_args("bfcl", split, SPLITS, max_steps, DEFAULT_MAX_STEPS)
+        super().__init__(split, max_steps=max_steps)
         if observation_limit < 1:
             raise InvalidInputError(f"observation_limit must be at least 1, got {observation_limit!r}")
-        self.split = split
-        self.max_steps = max_steps
         self.observation_limit = observation_limit
         self._entry: Entry | None = None
         self._instances: dict[str, Any] = {}
@@ -387,7 +385,7 @@ class BfclEnv:
         return entry
 
     # -- the episode ----------------------------------------------------------------------------
-    def reset(self, task: str, *, seed: int | None = None) -> tuple[str, dict[str, Any]]:
+    def _reset(self, task: str, seed: int | None) -> tuple[str, dict[str, Any]]:
         """Start `task`. The APIs seed their own generators from the entry, so `seed` changes nothing."""
         entry = self._entry_of(task)
         self._entry = entry
@@ -428,15 +426,11 @@ class BfclEnv:
             info["invalid"] = invalid
         return info
 
-    def step(self, action: str) -> StepResult:
+    def _step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         entry = self._require_entry()
-        p = self._progress
-        if p.done or p.steps >= self.max_steps:
-            raise InvalidInputError("the episode is over (all turns done or out of steps): call reset(task)")
-        p.steps += 1
         observation, invalid = self._act(entry, action)
-        truncated = not p.done and p.steps >= self.max_steps
-        return StepResult(observation, 1.0 if p.won else 0.0, p.done, truncated, p.won, self._info(invalid))
+        p = self._progress
+        return observation, 1.0 if p.won else 0.0, p.done, p.won, self._info(invalid)
 
     def _act(self, entry: Entry, action: str) -> tuple[str, bool]:
         try:
@@ -511,11 +505,11 @@ class BfclEnv:
         )
         return sorted({*calls, END_TURN})
 
-    def snapshot(self) -> tuple[str, bytes]:
+    def _snapshot(self) -> tuple[str, bytes]:
         entry = self._require_entry()
         return entry.id, pickle.dumps((self._instances, self._progress))
 
-    def restore(self, snapshot: Any) -> None:
+    def _restore(self, snapshot: Any) -> None:
         task, state = snapshot
         self._entry = self._entry_of(task)
         self._instances, self._progress = pickle.loads(state)
@@ -523,6 +517,6 @@ class BfclEnv:
     def expert_actions(self) -> list[str]:
         """The ground-truth calls of every turn, each turn closed by end_turn(); wins every included entry."""
         entry = self._require_entry()
-        if self._progress.steps:
+        if self.elapsed_steps:
             raise NoExpertError("the bfcl expert plays from the start of a conversation: call reset(task) first")
         return [a for calls in entry.ground_truth for a in (*(canonical(entry, c) for c in calls), END_TURN)]

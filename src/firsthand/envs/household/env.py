@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from firsthand.contract import SPLITS, InvalidInputError, NoExpertError, StepResult, check_env_args
+from firsthand.contract import SPLITS, Env, InvalidInputError, NoExpertError
 from firsthand.envs.household.world import APPLIANCE, LAMP, SPLIT_SIZE, TRANSFORM, Task, generate, kind_of
 
 NOTHING = "Nothing happens."
@@ -31,7 +31,6 @@ class _State:
     lamps_on: frozenset[str] = frozenset()
     at: str = ""  # "" = the middle of the room
     holding: str = ""
-    steps: int = 0
     won: bool = False
 
     def copy(self) -> _State:
@@ -45,7 +44,6 @@ class _State:
             lamps_on=self.lamps_on,
             at=self.at,
             holding=self.holding,
-            steps=self.steps,
             won=self.won,
         )
 
@@ -95,7 +93,7 @@ def _room_view(t: Task) -> str:
     return f"You are in the middle of a room. Looking quickly around you, you see {_listing(list(t.receptacles))}."
 
 
-class HouseholdEnv:
+class HouseholdEnv(Env):
     """ALFWorld-style household tasks, generated procedurally; see `firsthand.envs.household.world`.
 
     Example:
@@ -110,9 +108,7 @@ class HouseholdEnv:
     snapshot_native: ClassVar[bool] = True
 
     def __init__(self, split: str = "train", *, max_steps: int | None = None) -> None:
-        max_steps = check_env_args("household", split, SPLITS, max_steps, 50)
-        self.split = split
-        self.max_steps = max_steps
+        super().__init__(split, max_steps=max_steps)
         self._task: Task | None = None
         self._state: _State | None = None
 
@@ -131,7 +127,7 @@ class HouseholdEnv:
         return generate(split, int(index))
 
     # -- the episode ----------------------------------------------------------------------------
-    def reset(self, task: str, *, seed: int | None = None) -> tuple[str, dict[str, Any]]:
+    def _reset(self, task: str, seed: int | None) -> tuple[str, dict[str, Any]]:
         """Start `task`. Generation is a function of the task alone, so `seed` changes nothing."""
         t = self._parse_task(task)
         contents: dict[str, tuple[str, ...]] = dict.fromkeys(t.receptacles, ())
@@ -152,18 +148,14 @@ class HouseholdEnv:
             raise InvalidInputError("the environment has no task yet: call reset(task) first")
         return self._task
 
-    def step(self, action: str) -> StepResult:
+    def _step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         t = self._require_task()
         s = self._state
         assert s is not None
-        if s.won or s.steps >= self.max_steps:
-            raise InvalidInputError("the episode is over (won or out of steps): call reset(task) to start another")
-        s.steps += 1
         observation = self._execute(" ".join(action.strip().lower().split()), t, s)
         if not s.won:
             s.won = self._goal_reached(t, s)
-        truncated = not s.won and s.steps >= self.max_steps
-        return StepResult(observation, 1.0 if s.won else 0.0, s.won, truncated, s.won, self._info())
+        return observation, 1.0 if s.won else 0.0, s.won, s.won, self._info()
 
     def _visible(self, s: _State, rec: str) -> bool:
         return s.is_open.get(rec, True)  # closed receptacles hide their contents
@@ -270,12 +262,12 @@ class HouseholdEnv:
         assert s is not None
         return list(_valid_actions(t, s.at, s.holding, s.is_open.get(s.at), s.contents.get(s.at, ())))
 
-    def snapshot(self) -> tuple[Task, _State]:
+    def _snapshot(self) -> tuple[Task, _State]:
         t = self._require_task()
         assert self._state is not None
         return (t, self._state.copy())
 
-    def restore(self, snapshot: Any) -> None:
+    def _restore(self, snapshot: Any) -> None:
         task, state = snapshot
         self._task = task
         self._state = state.copy()
@@ -283,7 +275,7 @@ class HouseholdEnv:
     def expert_actions(self) -> list[str]:
         """A planner with privileged knowledge of where every object is; wins every task."""
         t = self._require_task()
-        if self._state is None or self._state.steps:
+        if self._state is None or self.elapsed_steps:
             raise NoExpertError("the household expert plans from the start of a task: call reset(task) first")
         return plan(t)
 

@@ -1,4 +1,4 @@
-"""Training data for imitation (IL), implicit world modeling (IWM) and self-reflection (SR).
+"""The build stage: training data for imitation (IL), implicit world modeling (IWM) and self-reflection (SR).
 
 `build(method, branch_dir, out)` turns a branch directory into prompt/completion records:
 
@@ -23,9 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firsthand.artifacts import MANIFEST, read_jsonl, read_manifest, write_jsonl_atomic, write_manifest
-from firsthand.branching import load_branches
-from firsthand.contract import Branch, InvalidInputError, Trajectory, UnknownNameError
+from firsthand.artifacts import MANIFEST, load_branches, read_manifest, write_jsonl_atomic, write_manifest
+from firsthand.contract import METHODS, Branch, InvalidInputError, Trajectory, UnknownNameError
 from firsthand.prompts import (
     PromptConfig,
     action_completion,
@@ -39,7 +38,6 @@ from firsthand.prompts import (
 
 log = logging.getLogger(__name__)
 
-METHODS: tuple[str, ...] = ("il", "iwm", "sr")
 CHAT_FILES = {"il": "expert_sft.jsonl", "iwm": "iwm_sft.jsonl", "sr": "reflection_sft.jsonl"}
 
 
@@ -207,9 +205,3 @@ def write_records(out: Path, method: str, records: list[dict[str, Any]]) -> None
         "\n\n".join(f"=== PROMPT ===\n{r['prompt']}\n=== COMPLETION ===\n{r['completion']}" for r in picks) + "\n",
         encoding="utf-8",
     )
-
-
-def load_records(directory: Path) -> list[dict[str, Any]]:
-    """The prompt/completion records of a finished build directory."""
-    read_manifest(Path(directory), "build")
-    return list(read_jsonl(Path(directory) / "data.jsonl"))

@@ -1,8 +1,8 @@
-"""Expert trajectories: run an environment's expert, or import demonstrations, and verify each by replay.
+"""The collect stage: run an environment's expert, or import demonstrations, and verify each by replay.
 
 Output directory (stage "collect")::
 
-    trajectories-00000.jsonl ...   one Trajectory record per line (see README, "Record schema")
+    trajectories-00000.jsonl ...   one Trajectory record per line (docs/records.md)
     rejected.jsonl                 imported lines that were dropped, with line number and reason
     config.json, manifest.json
 
@@ -20,79 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from firsthand.artifacts import MANIFEST, read_jsonl, read_manifest, write_jsonl_atomic, write_manifest
-from firsthand.contract import Env, FirsthandError, InvalidInputError, ReplayError, Step, Trajectory, prepare_tasks
+from firsthand.contract import Env, FirsthandError, InvalidInputError, Trajectory
 from firsthand.registry import opened
+from firsthand.replay import replay
 from firsthand.sharding import run_sharded
 
 log = logging.getLogger(__name__)
-
-
-def normalize(text: str) -> str:
-    """The form in which observations are compared: whitespace collapsed."""
-    return " ".join(text.split())
-
-
-def replay(
-    env: Env,
-    task: str,
-    actions: Sequence[str],
-    *,
-    observations: Sequence[str] | None = None,
-    source: str = "expert",
-    trajectory_id: str | None = None,
-) -> Trajectory:
-    """Replay `actions` on `task` and return the recorded Trajectory; raise ReplayError unless it wins.
-
-    Every action must be in the environment's valid actions at its state (when the environment lists
-    them), and, when `observations` are given (the observation at each state, then the final one),
-    each must match what the environment returns.
-    """
-    if not actions:
-        raise ReplayError("the demonstration has no actions")
-    observation, info = env.reset(task)
-    steps: list[Step] = []
-    for i, action in enumerate(actions):
-        if observations is not None and normalize(observations[i]) != normalize(observation):
-            raise ReplayError(
-                f"step {i}: the recorded observation {observations[i][:80]!r} differs from the environment's "
-                f"{observation[:80]!r}"
-            )
-        valid = env.valid_actions()
-        if valid and action not in valid:
-            raise ReplayError(
-                f"step {i}: action {action!r} is not valid at its state (valid: {', '.join(valid[:12])}, ...)"
-            )
-        result = env.step(action)
-        steps.append(
-            Step(
-                observation,
-                action,
-                result.observation,
-                result.reward,
-                result.terminated,
-                result.truncated,
-                result.won,
-                valid,
-            )
-        )
-        observation = result.observation
-        if (result.terminated or result.truncated) and i < len(actions) - 1:
-            end = "won" if result.won else ("truncated" if result.truncated else "terminated")
-            raise ReplayError(f"step {i}: the episode {end} with {len(actions) - i - 1} actions still to go")
-    if observations is not None and len(observations) > len(actions):
-        if normalize(observations[len(actions)]) != normalize(observation):
-            raise ReplayError("the recorded final observation differs from the environment's")
-    if not steps[-1].won:
-        raise ReplayError(f"the demonstration does not win: after {len(actions)} actions the task is not done")
-    return Trajectory(
-        id=trajectory_id or task,
-        env=env.name,
-        split=env.split,
-        task=task,
-        goal=str(info.get("goal", "")),
-        steps=steps,
-        source=source,
-    )
 
 
 # -- the shard workers (top-level so that spawned worker processes can import them) ---------------
@@ -197,7 +130,8 @@ def collect(
         raise InvalidInputError(f"--episodes must be positive, got {episodes!r}")
     with opened(env, split, **(env_kwargs or {})) as listing:  # validates the names before any work
         task_list = listing.tasks(episodes) if source is None and episodes > 0 else []
-        prepare_tasks(listing, task_list)
+        if task_list:
+            listing.prepare(task_list)
     config: dict[str, Any] = {
         "env": env,
         "split": split,
@@ -249,9 +183,3 @@ def _split_rejected(out: Path, names: list[str]) -> None:
             write_jsonl_atomic(out / name, (r for r in records if not r.get("rejected")))
     for n in sorted(rejected):
         log.warning("line %d rejected: %s", n, rejected[n]["reason"])
-
-
-def load_trajectories(directory: Path) -> list[Trajectory]:
-    """Read the trajectories of a finished collect directory, in order."""
-    manifest = read_manifest(Path(directory), "collect")
-    return [Trajectory.from_dict(r) for name in manifest["files"] for r in read_jsonl(Path(directory) / name)]

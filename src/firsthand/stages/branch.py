@@ -1,4 +1,4 @@
-"""The branching engine: at every expert state s_i, execute K alternative actions and record s'.
+"""The branch stage, early experience itself: at every expert state s_i, execute K alternative actions and record s'.
 
 For each expert trajectory and each state s_i on it:
 
@@ -29,9 +29,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from firsthand.artifacts import MANIFEST, read_jsonl, read_manifest, write_jsonl_atomic, write_manifest
-from firsthand.contract import Branch, Env, InvalidInputError, Trajectory, UnknownNameError
-from firsthand.experts import load_trajectories, normalize
+from firsthand.artifacts import MANIFEST, load_trajectories, read_manifest, write_jsonl_atomic, write_manifest
+from firsthand.contract import Branch, Env, InvalidInputError, Trajectory, UnknownNameError, normalize
+from firsthand.inference import ActionSampler, ProposalContext
 from firsthand.registry import opened
 from firsthand.sharding import run_sharded
 
@@ -39,28 +39,6 @@ log = logging.getLogger(__name__)
 
 PROPOSERS: tuple[str, ...] = ("uniform", "policy", "mixed")
 MODES: tuple[str, ...] = ("auto", "snapshot", "replay")
-
-
-@dataclass(frozen=True)
-class ProposalContext:
-    """What a proposer sees at an expert state."""
-
-    goal: str
-    history: list[tuple[str, str]]  # (observation, action) pairs before this state
-    observation: str
-    valid_actions: list[str]
-    expert_action: str
-    open_actions: bool = False
-    """An open action space: `valid_actions` holds the environment's candidate actions, a sample of what
-    can be done rather than all of it, so a proposal outside them is still executed as proposed."""
-
-
-class ActionSampler(Protocol):
-    """A model that proposes candidate actions (implemented by the model backends)."""
-
-    def sample_actions(self, contexts: Sequence[ProposalContext], n: int) -> list[list[str]]:
-        """For each context, up to `n` candidate actions (free text, possibly invalid or repeated)."""
-        ...
 
 
 class Proposer(Protocol):
@@ -144,12 +122,6 @@ class BranchConfig:
             raise UnknownNameError(f"unknown mode {self.mode!r}; valid modes: {', '.join(MODES)}")
 
 
-def candidate_actions_of(env: Env) -> list[str]:
-    """Plausible actions at the current state of an open-action-space environment (see contract.py)."""
-    candidates = getattr(env, "candidate_actions", None)
-    return list(candidates()) if candidates is not None else []
-
-
 def branch_trajectory(
     env: Env, trajectory: Trajectory, proposer: Proposer, config: BranchConfig, stats: dict[str, int]
 ) -> list[Branch]:
@@ -163,21 +135,21 @@ def branch_trajectory(
         stats["env_steps"] += 1
         records.append(
             Branch(
-                trajectory.id,
-                trajectory.env,
-                trajectory.task,
-                trajectory.goal,
-                i,
-                steps[i].observation,
-                action,
-                r.observation,
-                r.reward,
-                r.terminated,
-                r.truncated,
-                r.won,
-                expert,
-                steps[i].action,
-                proposer.name,
+                trajectory_id=trajectory.id,
+                env=trajectory.env,
+                task=trajectory.task,
+                goal=trajectory.goal,
+                step_index=i,
+                observation=steps[i].observation,
+                action=action,
+                next_observation=r.observation,
+                reward=r.reward,
+                terminated=r.terminated,
+                truncated=r.truncated,
+                won=r.won,
+                expert=expert,
+                expert_action=steps[i].action,
+                proposer=proposer.name,
             )
         )
         return r.observation
@@ -208,7 +180,7 @@ def branch_trajectory(
             break
         stats["states"] += 1
         rng = random.Random(f"{config.seed}:{trajectory.id}:{i}")
-        pool = step.valid_actions or candidate_actions_of(env)
+        pool = step.valid_actions or env.candidate_actions()
         context = ProposalContext(
             trajectory.goal, list(history), step.observation, pool, step.action, open_actions=not step.valid_actions
         )
@@ -281,7 +253,7 @@ def _branch_shard(
 def _load_sampler(model: str | None) -> ActionSampler | None:
     if model is None:
         return None
-    from firsthand.evaluate import PolicySampler
+    from firsthand.inference import PolicySampler
 
     if not (Path(model) / "config.json").exists():
         raise InvalidInputError(f"policy model {model!r} is not a model folder (no config.json); pass a trained model")
@@ -352,17 +324,3 @@ def branch(
         files=["trajectories.jsonl", *names],
         extra={"stats": stats},
     )
-
-
-def load_branches(directory: Path) -> tuple[list[Trajectory], list[Branch]]:
-    """Read a finished branch directory: the expert trajectories and their Branch records, in order."""
-    directory = Path(directory)
-    manifest = read_manifest(directory, "branch")
-    trajectories = [Trajectory.from_dict(r) for r in read_jsonl(directory / "trajectories.jsonl")]
-    branches = [
-        Branch.from_dict(r)
-        for name in manifest["files"]
-        if name.startswith("branches-")
-        for r in read_jsonl(directory / name)
-    ]
-    return trajectories, branches

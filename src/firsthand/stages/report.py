@@ -1,4 +1,4 @@
-"""Reports: results.json, results.md (a table like the paper's Table 2) and results.png."""
+"""The report stage: results.json, results.md (a table like the paper's Table 2) and results.png."""
 
 from __future__ import annotations
 

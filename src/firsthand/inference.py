@@ -1,29 +1,39 @@
-"""Evaluation: agents act for N episodes per split; success rate with Wilson intervals.
-
-Episodes run in batches: every active episode's prompt goes to the agent in one call (one batched
-`generate` for a model), each reply is parsed ("Action: ...") and the action is executed as given.
-An action that is not among the environment's valid actions counts toward the invalid-action rate
-(it still runs, and household answers "Nothing happens.").
-"""
+"""Inference: the agents that act (random, a model with batched generation) and the policy sampler that
+proposes alternative actions. Evaluation, branching and, later, RL rollouts all use these."""
 
 from __future__ import annotations
 
-import json
-import logging
 import random
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from firsthand.branching import candidate_actions_of
-from firsthand.contract import Env, prepare_tasks
+from firsthand.device import fast_bf16
 from firsthand.prompts import PromptConfig, parse_action, policy_prompt
-from firsthand.registry import make
-from firsthand.stats import wilson_interval
 
-log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class ProposalContext:
+    """What a proposer sees at an expert state."""
+
+    goal: str
+    history: list[tuple[str, str]]  # (observation, action) pairs before this state
+    observation: str
+    valid_actions: list[str]
+    expert_action: str
+    open_actions: bool = False
+    """An open action space: `valid_actions` holds the environment's candidate actions, a sample of what
+    can be done rather than all of it, so a proposal outside them is still executed as proposed."""
+
+
+class ActionSampler(Protocol):
+    """A model that proposes candidate actions (implemented by the model backends)."""
+
+    def sample_actions(self, contexts: Sequence[ProposalContext], n: int) -> list[list[str]]:
+        """For each context, up to `n` candidate actions (free text, possibly invalid or repeated)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,8 @@ class AgentInput:
 
 class Agent(Protocol):
     name: str
+    wants_candidates: bool
+    """True when the agent picks from `AgentInput.candidates` (so evaluation lists them)."""
 
     def act(self, inputs: Sequence[AgentInput]) -> list[str]:
         """One reply per input (model text, parsed for "Action: ..." by the caller)."""
@@ -70,11 +82,10 @@ MIN_GROUP = 16
 def length_groups(lengths: Sequence[int], max_new_tokens: int) -> list[list[int]]:
     """How `ModelAgent.act` splits a batch of prompts (token counts `lengths`) into generate calls.
 
-    With short replies the prompt's forward pass dominates a batch, and left padding to the longest
-    prompt in it wastes ~24% of that pass (household evaluation). Prompts sorted by length then go in
-    groups of at least `MIN_GROUP`: on the trained quickstart IL model, 50 real prompts took 0.40 s in one
-    call and 0.32-0.34 s in 3-4 groups (10 groups: 0.47 s; replies identical). Long budgets (SR's
-    thoughts) stay one call: their cost is decoding, which batching amortises.
+    With short replies the prompt's forward pass dominates a batch, and left padding to the longest prompt
+    in it is wasted work, so prompts sorted by length go in groups of at least `MIN_GROUP` (measured in
+    docs/benchmarks.md). Long budgets (SR's thoughts) stay one call: their cost is decoding, which
+    batching amortises.
     """
     n = len(lengths)
     if max_new_tokens > SHORT_REPLY_TOKENS or n < 2 * MIN_GROUP:
@@ -87,6 +98,8 @@ def length_groups(lengths: Sequence[int], max_new_tokens: int) -> list[list[int]
 class ModelAgent:
     """A causal LM that answers the policy prompt; greedy decoding, batched, left-padded (short replies
     in groups of similar prompt length, see `length_groups`)."""
+
+    wants_candidates = False
 
     def __init__(
         self,
@@ -101,13 +114,10 @@ class ModelAgent:
         self.model, self.tokenizer, self.name = model, tokenizer, name
         self.max_new_tokens = max_new_tokens
         self.response_prefix = response_prefix
-        """Text the reply is made to begin with ("Thought:" makes an SR model reason before it acts: trained
-        on reflections mixed with plain expert actions for the same prompts, greedy decoding otherwise
-        starts with "Action:" every time; measured on household, see the README)."""
+        """Text the reply is made to begin with: "Thought:" makes an SR model reason before it acts, which
+        greedy decoding otherwise never does (docs/results.md)."""
         self.max_prompt_tokens = max_prompt_tokens
         self.generate_seconds = 0.0
-        from firsthand.train import fast_bf16
-
         self.bf16 = fast_bf16()  # decided once, not at every step
 
     @classmethod
@@ -166,7 +176,7 @@ class ModelAgent:
 class PolicySampler:
     """Proposes alternative actions with a policy model: several samples at temperature 1.0 in one call.
 
-    Implements `firsthand.branching.ActionSampler` for the `policy` and `mixed` proposers.
+    Implements `ActionSampler` for the branch stage's `policy` and `mixed` proposers.
     """
 
     def __init__(
@@ -183,7 +193,7 @@ class PolicySampler:
         self.temperature = temperature
         self.seed = seed
 
-    def sample_actions(self, contexts: Sequence[Any], n: int) -> list[list[str]]:
+    def sample_actions(self, contexts: Sequence[ProposalContext], n: int) -> list[list[str]]:
         import torch
 
         tokenizer, model = self.agent.tokenizer, self.agent.model
@@ -212,124 +222,3 @@ class PolicySampler:
             )
         replies = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
         return [[a for a in (parse_action(r) for r in replies[i * n : (i + 1) * n]) if a] for i in range(len(contexts))]
-
-
-@dataclass
-class EpisodeResult:
-    task: str
-    won: bool
-    steps: int
-    invalid_actions: int
-    truncated: bool
-    actions: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Episode:
-    env: Env
-    task: str
-    goal: str
-    observation: str
-    history: list[tuple[str, str]] = field(default_factory=list)
-    result: EpisodeResult | None = None
-
-
-def run_episodes(
-    env_name: str,
-    split: str,
-    tasks: Sequence[str],
-    agent: Agent,
-    *,
-    prompt: PromptConfig | None = None,
-    batch_size: int = 32,
-    max_steps: int | None = None,
-    env_kwargs: dict[str, Any] | None = None,
-    on_episode: Callable[[EpisodeResult], None] | None = None,
-) -> list[EpisodeResult]:
-    """Run `agent` on `tasks` of `split`, `batch_size` episodes at a time; results in task order."""
-    prompt = prompt or PromptConfig()
-    kwargs = dict(env_kwargs or {})
-    if max_steps is not None:
-        kwargs["max_steps"] = max_steps
-    results: dict[str, EpisodeResult] = {}
-    queue = list(tasks)
-    active: list[_Episode] = []
-    idle: list[Env] = []  # environments are reused: some adapters start a JVM per instance
-    wants_candidates = getattr(agent, "wants_candidates", False)
-    if queue:
-        idle.append(make(env_name, split, **kwargs))
-        prepare_tasks(idle[0], queue)
-    while queue or active:
-        while queue and len(active) < batch_size:  # keep the batch full as episodes finish
-            env = idle.pop() if idle else make(env_name, split, **kwargs)
-            task = queue.pop(0)
-            observation, info = env.reset(task)
-            active.append(_Episode(env, task, str(info.get("goal", "")), observation))
-        inputs = []
-        for e in active:
-            valid = e.env.valid_actions()
-            candidates = candidate_actions_of(e.env) if wants_candidates and not valid else []
-            inputs.append(AgentInput(policy_prompt(e.goal, e.history, e.observation, valid, prompt), valid, candidates))
-        replies = agent.act(inputs)
-        still: list[_Episode] = []
-        for e, x, reply in zip(active, inputs, replies, strict=True):
-            action = parse_action(reply) or ""
-            r = e.env.step(action)
-            e.result = e.result or EpisodeResult(e.task, False, 0, 0, False)
-            e.result.steps += 1
-            if "invalid" in r.info:
-                e.result.invalid_actions += bool(r.info["invalid"])
-            else:
-                e.result.invalid_actions += bool(x.valid_actions) and action not in x.valid_actions
-            e.result.actions.append(action)
-            e.history.append((e.observation, action))
-            e.observation = r.observation
-            if r.terminated or r.truncated:
-                e.result.won, e.result.truncated = r.won, r.truncated
-                results[e.task] = e.result
-                idle.append(e.env)
-                if on_episode:
-                    on_episode(e.result)
-            else:
-                still.append(e)
-        active = still
-    for env in idle:  # adapters that hold a process (a JVM) release it
-        getattr(env, "close", lambda: None)()
-    return [results[t] for t in tasks]
-
-
-def training_prompt(model: Path) -> PromptConfig | None:
-    """The prompt settings a `firsthand train` model was trained with (read from its run's manifests).
-
-    Evaluation must render prompts the way the training data did; None when `model` is not a
-    `firsthand train` output (then the caller's settings apply).
-    """
-    manifest = Path(model).parent / "manifest.json"
-    try:
-        config = json.loads(manifest.read_text())["config"]
-        data = Path(config["data"][config["method"]])
-        prompt = json.loads((data / "manifest.json").read_text())["config"]["prompt"]
-    except (OSError, KeyError, TypeError, ValueError):
-        return None
-    return PromptConfig(**{"restate_goal": False, **prompt})  # data built before the option did not restate it
-
-
-def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
-    """Success rate with a 95% Wilson interval, mean steps and invalid-action rate."""
-    n = len(results)
-    wins = sum(r.won for r in results)
-    low, high = wilson_interval(wins, n)
-    steps = sum(r.steps for r in results)
-    return {
-        "success": wins / n if n else 0.0,
-        "ci_low": low,
-        "ci_high": high,
-        "episodes": n,
-        "wins": wins,
-        "mean_steps": steps / n if n else 0.0,
-        "invalid_rate": sum(r.invalid_actions for r in results) / steps if steps else 0.0,
-    }
-
-
-def episode_records(results: Sequence[EpisodeResult]) -> list[dict[str, Any]]:
-    return [asdict(r) for r in results]

@@ -1,4 +1,4 @@
-"""Training with IL, IWM or SR under one optimizer-step budget, with TRL's SFTTrainer.
+"""The train stage: IL, IWM or SR under one optimizer-step budget, with TRL's SFTTrainer.
 
 - ``il``:  SFT on the expert data for `budget` steps (the budget is IL's: epochs x steps per epoch).
 - ``iwm``: stage 1, next-observation prediction on the IWM data (one epoch, capped at `iwm_share` of the
@@ -24,15 +24,23 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from firsthand.artifacts import MANIFEST, read_manifest, write_json_atomic, write_manifest
-from firsthand.build import METHODS, load_records
-from firsthand.contract import InvalidInputError, UnknownNameError
+from firsthand.artifacts import (
+    MANIFEST,
+    load_records,
+    read_manifest,
+    write_json_atomic,
+    write_manifest,
+    write_model_prompt,
+)
+from firsthand.contract import METHODS, InvalidInputError, UnknownNameError
+from firsthand.device import distributed, fast_bf16, world_size
+from firsthand.models import load, require_training_stack
+from firsthand.progress import Progress, no_progress
 from firsthand.stats import iwm_schedule, steps_per_epoch
 
 log = logging.getLogger(__name__)
@@ -45,6 +53,7 @@ class TrainConfig:
     epochs: float = 2.0
     """IL epochs over the expert data; this fixes the step budget of every method."""
     batch_size: int = 16
+    """Examples per optimizer step (over all processes)."""
     learning_rate: float = 1e-3
     """1e-3 suits the tiny model trained from scratch; use ~1e-5 (full) or ~2e-4 (LoRA) for pretrained ones."""
     max_length: int = 1024
@@ -56,39 +65,11 @@ class TrainConfig:
     lora: bool = False
     """Train LoRA adapters (peft) instead of all weights."""
     lora_rank: int = 16
+    """Rank of the LoRA adapters."""
     seed: int = 0
+    """Seed of initialisation, data order and sampling."""
     save_steps: int = 200
     """Checkpoint every this many steps (the unit of resumption)."""
-
-
-def world_size() -> int:
-    """How many processes train together (set by torchrun / accelerate launch; 1 when run directly)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def distributed() -> Any | None:
-    """accelerate's process state (process group initialised) when several processes train, else None."""
-    if world_size() < 2:
-        return None
-    import torch
-    from accelerate import PartialState
-
-    return PartialState(cpu=not torch.cuda.is_available())
-
-
-@contextmanager
-def main_process_first() -> Iterator[None]:
-    """The main process runs the block first (creating a model folder, say); the others after it."""
-    state = distributed()
-    if state is None:
-        yield
-        return
-    with state.main_process_first():
-        yield
 
 
 def _conversational(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -99,20 +80,6 @@ def _conversational(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         for r in records
     ]
-
-
-def fast_bf16() -> bool:
-    """True when bf16 is fast here: a CUDA GPU, or a CPU with native bf16 (AVX512_BF16 / AMX).
-
-    On an AVX2-only CPU (this project's development and CI machines) bf16 autocast is emulated and
-    measured 21x slower than fp32 for the tiny model (143 vs ~3,000 tokens/s), so it stays off there.
-    """
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    capability = torch.backends.cpu.get_cpu_capability().upper()
-    return "BF16" in capability or "AMX" in capability
 
 
 def sft_config(config: TrainConfig, steps: int, out: Path, **overrides: Any) -> Any:
@@ -143,10 +110,8 @@ def sft_config(config: TrainConfig, steps: int, out: Path, **overrides: Any) -> 
         disable_tqdm=True,
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,  # several processes: every trained weight gets a gradient
-        # Random batches. "group_by_length" pads less but puts one kind of state together (long first
-        # observations, short take/put steps); after 228 steps on the same data, model and schedule, a plain
-        # loop with random batches picked the expert action at 33% of id_test states, TRL with length-grouped
-        # batches at 25% (measured on household; not isolated further).
+        # Random batches: length-grouped ones (TRL's other choice) put one kind of state together and
+        # learned worse on household (docs/calibration.md).
         train_sampling_strategy="random",
     )
     settings.update(overrides)
@@ -234,14 +199,13 @@ def train(
     out: Path,
     config: TrainConfig | None = None,
     *,
-    on_step: Callable[[int], None] | None = None,
+    progress: Progress = no_progress,
 ) -> dict[str, Any]:
     """Train `method` from `base_model` on the build directories in `data` (keys il, iwm, sr).
 
-    Writes the final model to `out`/model and returns the manifest (stage "train").
+    Writes the final model to `out`/model, with the prompt settings of its data beside the weights
+    (`artifacts.MODEL_PROMPT`), and returns the manifest (stage "train").
     """
-    from firsthand.models import load, require_training_stack
-
     require_training_stack()
     config = config or TrainConfig()
     out = Path(out)
@@ -276,8 +240,44 @@ def train(
 
     torch.manual_seed(config.seed)
     model, tokenizer = _prepare(*load(base_model, for_training=True), config)
+    with progress(f"train {method} seed {config.seed}", sum(steps for _, steps in stages)) as advance:
+        stage_dir, summaries = _train_stages(model, tokenizer, stages, expert, extra, out, config, advance)
+    final = out / "model"
+    if main:
+        if final.exists():
+            shutil.rmtree(final)
+        shutil.copytree(stage_dir / "model", final, copy_function=os.link)  # hard links: no second copy on disk
+        write_model_prompt(final, read_manifest(data["il"], "build")["config"]["prompt"])
+        write_manifest(
+            out,
+            stage="train",
+            count=sum(s["steps"] for s in summaries),
+            config=stage_config,
+            files=["config.json"],
+            extra={"stages": summaries, "model": str(final)},
+            packages=("torch", "transformers", "trl", "peft", "datasets"),
+        )
+    sync()
+    return read_manifest(out, "train")
+
+
+def _train_stages(
+    model: Any,
+    tokenizer: Any,
+    stages: list[tuple[str, int]],
+    expert: list[dict[str, Any]],
+    extra: list[dict[str, Any]],
+    out: Path,
+    config: TrainConfig,
+    on_step: Callable[[int], None],
+) -> tuple[Path, list[dict[str, Any]]]:
+    """Run `stages` in order, each from the model the one before left; return the last stage's folder
+    and every stage's summary."""
     rng = random.Random(config.seed)  # the same draws in every process: they train on the same records
-    summaries = []
+    summaries: list[dict[str, Any]] = []
+    state = distributed()
+    main = state is None or state.is_main_process
+    sync = state.wait_for_everyone if state is not None else lambda: None
     for index, (kind, steps) in enumerate(stages):
         if steps == 0:
             continue
@@ -301,23 +301,7 @@ def train(
             write_json_atomic(stage_dir / "stage.json", summary)  # written last: marks the stage done
         sync()
         summaries.append(summary)
-    final = out / "model"
-    if main:
-        if final.exists():
-            shutil.rmtree(final)
-        shutil.copytree(stage_dir / "model", final, copy_function=os.link)  # hard links: no second copy on disk
-        total = sum(s["steps"] for s in summaries)
-        write_manifest(
-            out,
-            stage="train",
-            count=total,
-            config=stage_config,
-            files=["config.json"],
-            extra={"stages": summaries, "model": str(final)},
-            packages=("torch", "transformers", "trl", "peft", "datasets"),
-        )
-    sync()
-    return read_manifest(out, "train")
+    return stage_dir, summaries
 
 
 def _prepare(model: Any, tokenizer: Any, config: TrainConfig) -> tuple[Any, Any]:

@@ -1,0 +1,206 @@
+"""The evaluate stage: agents act for N episodes per split; success rate with Wilson intervals.
+
+Episodes run in batches: every active episode's prompt goes to the agent in one call (one batched
+`generate` for a model), each reply is parsed ("Action: ...") and the action is executed as given.
+An action that is not among the environment's valid actions counts toward the invalid-action rate
+(it still runs, and household answers "Nothing happens."). Adapters that say so in
+``info["invalid"]`` decide it themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from firsthand.artifacts import read_model_prompt, write_json_atomic
+from firsthand.contract import Env, InvalidInputError
+from firsthand.inference import Agent, AgentInput, ModelAgent, RandomAgent
+from firsthand.progress import Progress, no_progress
+from firsthand.prompts import PromptConfig, parse_action, policy_prompt
+from firsthand.registry import make, opened
+from firsthand.stats import wilson_interval
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EpisodeResult:
+    task: str
+    won: bool
+    steps: int
+    invalid_actions: int
+    truncated: bool
+    actions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Episode:
+    env: Env
+    task: str
+    goal: str
+    observation: str
+    history: list[tuple[str, str]] = field(default_factory=list)
+    result: EpisodeResult | None = None
+
+
+def run_episodes(
+    env_name: str,
+    split: str,
+    tasks: Sequence[str],
+    agent: Agent,
+    *,
+    prompt: PromptConfig | None = None,
+    batch_size: int = 32,
+    max_steps: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    on_episode: Callable[[EpisodeResult], None] | None = None,
+) -> list[EpisodeResult]:
+    """Run `agent` on `tasks` of `split`, `batch_size` episodes at a time; results in task order."""
+    prompt = prompt or PromptConfig()
+    kwargs = dict(env_kwargs or {})
+    if max_steps is not None:
+        kwargs["max_steps"] = max_steps
+    results: dict[str, EpisodeResult] = {}
+    queue = list(tasks)
+    active: list[_Episode] = []
+    made: list[Env] = []  # every environment opened, closed at the end whatever happens (JVMs)
+    idle: list[Env] = []  # environments are reused: some adapters start a JVM per instance
+    try:
+        if queue:
+            made.append(make(env_name, split, **kwargs))
+            idle.append(made[0])
+            made[0].prepare(queue)
+        while queue or active:
+            while queue and len(active) < batch_size:  # keep the batch full as episodes finish
+                if not idle:
+                    made.append(make(env_name, split, **kwargs))
+                    idle.append(made[-1])
+                env, task = idle.pop(), queue.pop(0)
+                observation, info = env.reset(task)
+                active.append(_Episode(env, task, str(info.get("goal", "")), observation))
+            inputs = [_agent_input(e, prompt, agent.wants_candidates) for e in active]
+            still: list[_Episode] = []
+            for e, x, reply in zip(active, inputs, agent.act(inputs), strict=True):
+                if _advance(e, x, reply):
+                    results[e.task] = e.result  # type: ignore[assignment]
+                    idle.append(e.env)
+                    if on_episode:
+                        on_episode(results[e.task])
+                else:
+                    still.append(e)
+            active = still
+    finally:
+        for env in made:
+            env.close()
+    return [results[t] for t in tasks]
+
+
+def _agent_input(e: _Episode, prompt: PromptConfig, wants_candidates: bool) -> AgentInput:
+    valid = e.env.valid_actions()
+    candidates = e.env.candidate_actions() if wants_candidates and not valid else []
+    return AgentInput(policy_prompt(e.goal, e.history, e.observation, valid, prompt), valid, candidates)
+
+
+def _advance(e: _Episode, x: AgentInput, reply: str) -> bool:
+    """Execute the action in `reply` for episode `e`; True when the episode ended."""
+    action = parse_action(reply) or ""
+    r = e.env.step(action)
+    e.result = e.result or EpisodeResult(e.task, False, 0, 0, False)
+    e.result.steps += 1
+    if "invalid" in r.info:
+        e.result.invalid_actions += bool(r.info["invalid"])
+    else:
+        e.result.invalid_actions += bool(x.valid_actions) and action not in x.valid_actions
+    e.result.actions.append(action)
+    e.history.append((e.observation, action))
+    e.observation = r.observation
+    if r.terminated or r.truncated:
+        e.result.won, e.result.truncated = r.won, r.truncated
+        return True
+    return False
+
+
+def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
+    """Success rate with a 95% Wilson interval, mean steps and invalid-action rate."""
+    n = len(results)
+    wins = sum(r.won for r in results)
+    low, high = wilson_interval(wins, n)
+    steps = sum(r.steps for r in results)
+    return {
+        "success": wins / n if n else 0.0,
+        "ci_low": low,
+        "ci_high": high,
+        "episodes": n,
+        "wins": wins,
+        "mean_steps": steps / n if n else 0.0,
+        "invalid_rate": sum(r.invalid_actions for r in results) / steps if steps else 0.0,
+    }
+
+
+def episode_records(results: Sequence[EpisodeResult]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in results]
+
+
+def make_agent(
+    model: Path | str | None,
+    *,
+    name: str | None = None,
+    max_new_tokens: int = 48,
+    response_prefix: str = "",
+    seed: int = 0,
+) -> Agent:
+    """The random agent (`model` None or "random"), or a model folder's greedy policy."""
+    if model is None or str(model) == "random":
+        return RandomAgent(seed)
+    return ModelAgent.from_path(
+        Path(model), name=name or str(model), max_new_tokens=max_new_tokens, response_prefix=response_prefix
+    )
+
+
+def evaluate(
+    agent: Agent,
+    env: str,
+    split: str,
+    episodes: int,
+    out: Path,
+    *,
+    prompt: PromptConfig | None = None,
+    max_steps: int | None = None,
+    batch_size: int = 50,
+    labels: dict[str, Any] | None = None,
+    description: str | None = None,
+    progress: Progress = no_progress,
+) -> dict[str, Any]:
+    """Run `agent` on the first `episodes` tasks of `split`; write the summary and every episode to the
+    JSON file `out` and return the summary (`labels`, such as method and seed, lead it)."""
+    out = Path(out)
+    if episodes < 1:
+        raise InvalidInputError(f"--episodes must be at least 1, got {episodes!r}")
+    if out.is_dir():
+        raise InvalidInputError(f"--out {str(out)!r} is a directory; give the path of a JSON file to write")
+    with opened(env, split) as listing:
+        tasks = listing.tasks(episodes)
+    with progress(description or f"eval {split}", len(tasks)) as advance:
+        results = run_episodes(
+            env,
+            split,
+            tasks,
+            agent,
+            prompt=prompt,
+            batch_size=batch_size,
+            max_steps=max_steps,
+            on_episode=lambda r: advance(1),
+        )
+    summary = {**(labels or {}), "split": split, **summarize(results)}
+    write_json_atomic(out, {"summary": summary, "episodes": episode_records(results)})
+    return summary
+
+
+def model_prompt(model: Path | str | None) -> PromptConfig:
+    """The prompt settings to evaluate `model` with: those it was trained with, else the defaults."""
+    if model is None or str(model) == "random":
+        return PromptConfig()
+    return read_model_prompt(Path(model)) or PromptConfig()

@@ -1,0 +1,135 @@
+"""The shape of the package: the Env base owns the episode rules, stages never import each other, and
+every config field is a CLI option."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import pickle
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+import firsthand
+from firsthand import Env, InvalidInputError, make, register
+from firsthand.options import _fields, field_docs
+
+SRC = Path(firsthand.__file__).parent
+
+
+class Counter(Env):
+    """The smallest adapter: count up to the task's number; every action adds one."""
+
+    name: ClassVar[str] = "counter"
+    snapshot_native: ClassVar[bool] = True
+    default_max_steps: ClassVar[int] = 4
+
+    def tasks(self, limit: int | None = None) -> list[str]:
+        return ["3", "9"][:limit]
+
+    def _reset(self, task: str, seed: int | None) -> tuple[str, dict[str, Any]]:
+        self.target, self.count = int(task), 0
+        return "0", {"goal": f"count to {task}", "task": task}
+
+    def _step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        self.count += 1
+        won = self.count == self.target
+        return str(self.count), float(won), won, won, {}
+
+    def valid_actions(self) -> list[str]:
+        return ["add"]
+
+    def _snapshot(self) -> Any:
+        return (self.target, self.count)
+
+    def _restore(self, snapshot: Any) -> None:
+        self.target, self.count = snapshot
+
+    def expert_actions(self) -> list[str]:
+        return ["add"] * self.target
+
+
+def test_the_base_owns_guards_step_counting_and_truncation() -> None:
+    env = Counter("train")
+    with pytest.raises(InvalidInputError, match="call reset"):
+        env.step("add")
+    env.reset("3")
+    results = [env.step("add") for _ in range(3)]
+    assert [r.won for r in results] == [False, False, True] and results[-1].terminated
+    assert not any(r.truncated for r in results) and env.elapsed_steps == 3
+    with pytest.raises(InvalidInputError, match="episode is over"):
+        env.step("add")
+    env.reset("9")  # the step limit (4) comes before the goal
+    results = [env.step("add") for _ in range(4)]
+    assert [r.truncated for r in results] == [False, False, False, True]
+    assert not results[-1].terminated and not results[-1].won
+    with pytest.raises(InvalidInputError, match="episode is over"):
+        env.step("add")
+
+
+def test_snapshots_carry_the_step_counter() -> None:
+    env = Counter("train", max_steps=5)
+    env.reset("9")
+    env.step("add")
+    snap = pickle.loads(pickle.dumps(env.snapshot()))
+    for _ in range(4):
+        env.step("add")
+    env.restore(snap)  # back to one step taken: four more before truncation
+    assert env.elapsed_steps == 1
+    assert [env.step("add").truncated for _ in range(4)] == [False, False, False, True]
+
+
+def test_optional_capabilities_have_defaults() -> None:
+    env = Counter("train")
+    assert env.candidate_actions() == [] and env.prepare(["3"]) is None and env.close() is None
+
+
+def test_make_refuses_a_factory_that_is_not_an_env() -> None:
+    register("not-an-env", lambda split, **kwargs: object())
+    try:
+        with pytest.raises(InvalidInputError, match="subclass firsthand.Env"):
+            make("not-an-env")
+    finally:
+        firsthand.registry._REGISTRY.pop("not-an-env")
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_stages_never_import_each_other_nor_what_sits_above_them() -> None:
+    stages = {f"firsthand.stages.{p.stem}" for p in (SRC / "stages").glob("*.py") if p.stem != "__init__"}
+    above = {"firsthand.pipeline", "firsthand.cli", "firsthand.options"}
+    for path in (SRC / "stages").glob("*.py"):
+        wrong = _imports(path) & (stages | above)
+        assert not wrong, f"{path.name} imports {sorted(wrong)}"
+    for path in SRC.glob("*.py"):  # shared machinery sits below the stages
+        if f"firsthand.{path.stem}" not in above:
+            assert not {m for m in _imports(path) if m.startswith("firsthand.stages")}, path.name
+
+
+@pytest.mark.parametrize("command", ["branch", "build", "train"])
+def test_every_config_field_is_a_documented_cli_option(command: str) -> None:
+    import typer
+
+    from firsthand.cli import app
+    from firsthand.stages.branch import BranchConfig
+    from firsthand.stages.build import BuildConfig
+    from firsthand.stages.train import TrainConfig
+
+    config = {"branch": BranchConfig, "build": BuildConfig, "train": TrainConfig}[command]
+    options = {opt: p.help for p in typer.main.get_command(app).commands[command].params for opt in p.opts}
+    for path, _, _, doc in _fields(config):
+        assert doc, f"{config.__name__}.{'.'.join(path)} has no docstring"
+        assert options[f"--{path[-1].replace('_', '-')}"] == doc
+    settable = {path[-1] for path, *_ in _fields(config)}
+    skipped = {f.name for f in dataclasses.fields(config)} - settable - {"prompt"}
+    assert skipped <= {"env_kwargs"}  # dict-valued: set through the Python API
+    assert field_docs(config)  # the docstrings are read from the source
