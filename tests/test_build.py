@@ -156,3 +156,23 @@ def test_evaluation_renders_prompts_as_the_training_data_did(tmp_path: Path) -> 
         (model / MODEL_PROMPT).write_text(json.dumps(prompt))  # what `train` writes beside the weights
         assert read_model_prompt(model) == PromptConfig(**{**prompt, "restate_goal": expected})
     assert read_model_prompt(tmp_path / "nowhere" / "model") is None
+
+
+def test_past_actions_keep_what_left_the_recent_window() -> None:
+    from firsthand.prompts import PromptConfig, policy_prompt
+
+    history = [("You are in the middle of a room.", "go to cabinet 1"), ("The cabinet 1 is closed.", "open cabinet 1")]
+    history += [("You open the cabinet 1. It is empty.", "go to fridge 1")]
+    on = policy_prompt(
+        "put a cool egg in countertop.",
+        history,
+        "The fridge 1 is closed.",
+        [],
+        PromptConfig(history=2, past_actions=True),
+    )
+    assert "Earlier actions: go to cabinet 1\nRecent steps:" in on  # the recent two are not repeated
+    assert on.count("open cabinet 1") == 1
+    off = policy_prompt(
+        "put a cool egg in countertop.", history, "The fridge 1 is closed.", [], PromptConfig(history=2)
+    )
+    assert "Earlier actions" not in off and "go to cabinet 1" not in off

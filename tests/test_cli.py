@@ -71,6 +71,7 @@ def test_build_takes_every_prompt_setting_from_the_command_line(tmp_path: Path) 
         "history": 1,
         "show_valid_actions": False,
         "max_observation_chars": 50,
+        "past_actions": False,
         "restate_goal": True,
     }
 
@@ -94,6 +95,21 @@ def test_train_without_its_dataset_says_which_to_build(tmp_path: Path) -> None:
     r = run("train", "--method", "sr", "--expert-data", str(tmp_path / "il"), "--out", str(tmp_path / "t"))
     assert r.returncode == 2 and "needs the sr dataset" in r.stderr and "firsthand build --method sr" in r.stderr
     assert not (tmp_path / "t").exists()
+    # iwm+sr needs both of its datasets; each --data directory says which method it holds
+    iwm = run("build", "--method", "iwm", "--from", str(tmp_path / "b"), "--out", str(tmp_path / "iwm"))
+    assert iwm.returncode == 0
+    r = run(
+        "train",
+        "--method",
+        "iwm+sr",
+        "--expert-data",
+        str(tmp_path / "il"),
+        "--data",
+        str(tmp_path / "iwm"),
+        "--out",
+        str(tmp_path / "t"),
+    )
+    assert r.returncode == 2 and "needs the sr dataset" in r.stderr and not (tmp_path / "t").exists()
 
 
 def test_import_reports_bad_lines(tmp_path: Path) -> None:

@@ -123,3 +123,25 @@ def test_bad_task_id() -> None:
     env = make("household", "train")
     with pytest.raises(InvalidInputError, match="'kitchen-1'"):
         env.reset("kitchen-1")
+
+
+def test_failure_categories_of_lost_episodes() -> None:
+    """Episodes read by hand (the quickstart's IL model on id_test), and their categories."""
+    from firsthand.envs.household import HouseholdEnv
+    from firsthand.envs.household.env import failure_categories
+
+    pot = [
+        "go to cabinet 1",
+        "open cabinet 1",
+        "take pot 1 from cabinet 1",
+        "go to fridge 1",
+        "cool pot 1 with fridge 1",
+    ]
+    pot += ["go to stoveburner 1", "put pot 1 in/on stoveburner 1"]  # "pot 2" was in the cabinet, "pot 1" nowhere
+    assert failure_categories("id_test-4", pot) == ["wrong_copy", "never_found", "put_not_held"]
+    news = ["go to coffeetable 1", "take newspaper 2 from coffeetable 1", "go to garbagecan 1"]
+    news += ["put newspaper 2 in/on garbagecan 1"] + ["go to garbagecan 1"] * 3  # one of two, then stuck
+    assert failure_categories("id_test-5", news) == ["second_object", "repeat_go_to"]
+    lamp = ["go to bed 1", "take cellphone 1 from bed 1", "go to dresser 1", "use desklamp 1"]
+    assert failure_categories("id_test-1", lamp) == ["other"]  # held the object, never found the lamp
+    assert HouseholdEnv("id_test").failure_categories("id_test-4", pot[:3]) == ["wrong_copy", "never_found"]

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from firsthand.stats import iwm_schedule, paired_difference, steps_per_epoch, wilson_interval
+from firsthand.stats import BUDGET_RULES, iwm_schedule, paired_difference, plan_steps, steps_per_epoch, wilson_interval
 
 
 def naive_wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -38,6 +38,43 @@ def test_iwm_schedule_adds_up_to_the_budget() -> None:
     for budget in (1, 7, 100):
         first, second = iwm_schedule(budget, 999, 8, 0.5)
         assert first + second == budget and second >= budget / 2
+
+
+def naive_plan(method: str, rule: str, expert: int, iwm: int, sr: int, batch: int, epochs: float) -> list:
+    """The budget rules spelt out case by case, as METHOD.md states them."""
+    il = math.ceil(math.ceil(expert / batch) * epochs)
+    one_iwm_epoch = math.ceil(iwm / batch)
+    sr_epochs = math.ceil(math.ceil((expert + sr) / batch) * epochs)
+    capped = min(one_iwm_epoch, math.floor(il / 2))
+    table = {
+        ("il", "matched"): [("expert", il)],
+        ("il", "paper"): [("expert", il)],
+        ("iwm", "matched"): [("iwm", capped), ("expert", il - capped)],
+        ("iwm", "paper"): [("iwm", one_iwm_epoch), ("expert", il)],
+        ("sr", "matched"): [("sr+expert", il)],
+        ("sr", "paper"): [("sr+expert", sr_epochs)],
+        ("iwm+sr", "matched"): [("iwm", capped), ("sr+expert", il - capped)],
+        ("iwm+sr", "paper"): [("iwm", one_iwm_epoch), ("sr+expert", sr_epochs)],
+    }
+    return table[(method, rule)]
+
+
+@pytest.mark.parametrize("rule", BUDGET_RULES)
+@pytest.mark.parametrize("method", ["il", "iwm", "sr", "iwm+sr"])
+def test_plan_steps_follows_each_budget_rule(method: str, rule: str) -> None:
+    for expert, iwm, sr, batch, epochs in [(1843, 16587, 1843, 4, 6), (100, 48, 90, 16, 2), (100, 900, 100, 16, 2.5)]:
+        plan = plan_steps(method, rule, expert=expert, iwm=iwm, sr=sr, batch_size=batch, epochs=epochs)
+        assert plan == naive_plan(method, rule, expert, iwm, sr, batch, epochs)
+    with pytest.raises(ValueError, match="matched, paper"):
+        plan_steps(method, "equal", expert=10, batch_size=4, epochs=1)
+
+
+def test_the_quickstart_plans_of_the_issue() -> None:
+    """The step counts measured by hand on the quickstart's data (300 trajectories, batch 4, 6 epochs)."""
+    sizes = dict(expert=1843, iwm=16587, sr=1843, batch_size=4, epochs=6)
+    assert plan_steps("il", "paper", **sizes) == [("expert", 2766)]
+    assert plan_steps("iwm", "matched", **sizes) == [("iwm", 1383), ("expert", 1383)]
+    assert plan_steps("iwm", "paper", **sizes) == [("iwm", 4147), ("expert", 2766)]
 
 
 def naive_paired_difference(a: list[bool], b: list[bool], z: float = 1.959963984540054) -> tuple[float, float, float]:

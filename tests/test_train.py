@@ -110,6 +110,37 @@ def test_completion_only_loss_masks_the_prompt(data: dict[str, Path], tmp_path: 
     assert text.startswith(records[0]["completion"]) and records[0]["prompt"][:40] not in text
 
 
+def test_the_completion_loss_equals_trls_in_value_and_gradient(data: dict[str, Path], tmp_path: Path) -> None:
+    """Scoring only labelled positions changes the work, not the loss: TRL's trainer is the reference."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    from firsthand.models import load
+    from firsthand.stages.train import _conversational, completion_trainer, sft_config
+
+    records = load_records(data["sr"])[:4] + load_records(data["il"])[:4]  # long and short completions
+    base = _tiny(data, tmp_path / "base")
+    results = []
+    for cls in (SFTTrainer, completion_trainer()):
+        model, tokenizer = load(base, for_training=True)
+        trainer = cls(
+            model=model,
+            args=sft_config(TrainConfig(batch_size=8), 1, tmp_path / cls.__name__),
+            train_dataset=Dataset.from_list(_conversational(records)),
+            processing_class=tokenizer,
+        )
+        trainer.model.train()
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(records))])
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+        loss.backward()
+        results.append((loss.item(), [p.grad.clone() for p in trainer.model.parameters()]))
+    (trl_loss, trl_grads), (loss, grads) = results
+    assert loss == pytest.approx(trl_loss, rel=1e-5)
+    for a, b in zip(trl_grads, grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
 def test_random_agent_and_summary() -> None:
     tasks = make("household", "id_test").tasks(6)
     results = run_episodes("household", "id_test", tasks, RandomAgent(0), batch_size=4, max_steps=5)

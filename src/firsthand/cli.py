@@ -195,11 +195,14 @@ def train(
     expert_data: Annotated[Path, typer.Option(help="The `build --method il` directory (every method uses it).")],
     out: Annotated[Path, typer.Option(help="Run directory (resumes from its checkpoints).")],
     config: TrainConfig,
-    data: Annotated[Path | None, typer.Option(help="The iwm or sr build directory (for those methods).")] = None,
+    data: Annotated[
+        list[Path] | None, typer.Option(help="The iwm and/or sr build directories the method needs (repeatable).")
+    ] = None,
     model: Annotated[str, typer.Option(help="tiny, smollm2-135m, or a local Hugging Face model folder.")] = "tiny",
     verbose: Verbose = False,
 ) -> None:
-    """Train with IL, IWM (world model, then IL) or SR (reflections + expert) on IL's step budget."""
+    """Train with IL, IWM (world model, then IL), SR (reflections + expert) or IWM+SR, under a budget rule."""
+    from firsthand.artifacts import read_manifest
     from firsthand.device import is_main_process, main_process_first
     from firsthand.models import TinyConfig, starting_model
     from firsthand.progress import no_progress
@@ -208,7 +211,8 @@ def train(
 
     _setup_logging(verbose)
     with _errors():
-        datasets = {"il": expert_data, **({method: data} if data is not None and method != "il" else {})}
+        own = {read_manifest(d, "build")["config"]["method"]: d for d in data or []}  # each names its method
+        datasets = {**own, "il": expert_data}
         check_data(method, datasets)  # before any model is built
         with main_process_first():  # launched on several processes: one of them makes the base model
             tiny = TinyConfig(seed=config.seed)
@@ -279,6 +283,16 @@ def run(
     eval_episodes: Annotated[int | None, typer.Option(help="Override the episodes per split and seed.")] = None,
     k: Annotated[int | None, typer.Option(help="Override the alternatives per expert state.")] = None,
     seeds: Annotated[str | None, typer.Option(help="Override the seeds, comma-separated (e.g. 0,1,2).")] = None,
+    methods: Annotated[
+        str | None, typer.Option(help="Override the methods, comma-separated (il, iwm, sr, iwm+sr).")
+    ] = None,
+    budgets: Annotated[
+        str | None, typer.Option(help="Override the budget rules, comma-separated (matched, paper).")
+    ] = None,
+    compute_control: Annotated[
+        bool | None,
+        typer.Option("--compute-control/--no-compute-control", help="Also train IL for the longest method's steps."),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """The main job: collect, branch, build, train IL/IWM/SR, evaluate, and print the table."""
@@ -304,6 +318,9 @@ def run(
             eval_episodes=eval_episodes,
             k=k,
             seeds=_seeds(seeds),
+            methods=methods.split(",") if methods else None,
+            budgets=budgets.split(",") if budgets else None,
+            compute_control=compute_control,
         )
         if walk_steps is not None:
             chosen = replace(chosen, tiny=replace(chosen.tiny, walk_steps=walk_steps))

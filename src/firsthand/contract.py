@@ -167,6 +167,11 @@ class Env:
     def close(self) -> None:
         """Release what the adapter holds outside Python (a JVM); a no-op by default."""
 
+    def failure_categories(self, task: str, actions: Sequence[str]) -> list[str]:
+        """Why an episode of `task` that took `actions` was lost, in the adapter's own categories (the report
+        counts them per method); none by default."""
+        return []
+
     # -- the episode rules, in one place ----------------------------------------------------------
     @property
     def elapsed_steps(self) -> int:

@@ -28,7 +28,8 @@ from firsthand.stages.build import BuildConfig, build
 from firsthand.stages.collect import collect
 from firsthand.stages.evaluate import evaluate, make_agent
 from firsthand.stages.report import write_report
-from firsthand.stages.train import TrainConfig, train
+from firsthand.stages.train import TRAIN_METHODS, TrainConfig, train
+from firsthand.stats import BUDGET_RULES
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,13 @@ class Preset:
     splits: tuple[str, ...] = ("id_test", "ood_test")
     seeds: tuple[int, ...] = (0,)
     methods: tuple[str, ...] = ("il", "iwm", "sr")
+    """Training methods (see `stages.train.TRAIN_METHODS`: il, iwm, sr, iwm+sr)."""
+    budgets: tuple[str, ...] = ("matched",)
+    """Budget rules the methods are trained under (matched, paper: see `stats.plan_steps`); IL is the same
+    under both, so it is trained once."""
+    compute_control: bool = False
+    """Also train IL for as many optimizer steps as the longest method of the seed ("IL, equal compute"),
+    so that more steps and early experience can be told apart."""
     max_steps: int = 20
     """Step limit of evaluation episodes (the expert needs at most 10)."""
     eval_batch_size: int = 50
@@ -76,7 +84,14 @@ PRESETS: dict[str, Preset] = {
         sr_max_new_tokens=64,
     ),
     "quickstart": Preset(name="quickstart"),
-    "standard": Preset(name="standard", eval_episodes=200, seeds=(0, 1, 2)),
+    "standard": Preset(
+        name="standard",
+        eval_episodes=200,
+        seeds=(0, 1, 2),
+        methods=("il", "iwm", "sr", "iwm+sr"),
+        budgets=("matched", "paper"),
+        compute_control=True,
+    ),
 }
 
 
@@ -113,6 +128,12 @@ def get_preset(name: str, **overrides: Any) -> Preset:
     for key in ("train_episodes", "eval_episodes"):
         if key in overrides and overrides[key] < 1:
             raise InvalidInputError(f"{key} must be at least 1, got {overrides[key]!r}")
+    for key, valid in (("methods", TRAIN_METHODS), ("budgets", BUDGET_RULES)):
+        if key in overrides:
+            overrides[key] = tuple(overrides[key])
+            unknown = [v for v in overrides[key] if v not in valid]
+            if unknown or not overrides[key]:
+                raise UnknownNameError(f"unknown {key} {unknown!r}; valid {key}: {', '.join(valid)}")
     if "k" in overrides:  # checked here, before collection runs, by branching's own rule
         BranchConfig(k=overrides["k"]).validate()
     if "seeds" in overrides:
@@ -165,16 +186,38 @@ def run(preset: Preset, out: Path, progress: Progress = no_progress) -> dict[str
         base = starting_model(preset.model, data.values(), folder, tiny=tiny, env=preset.env, progress=progress)
         if preset.model != "tiny":  # a pretrained instruct model: the zero-shot prompt baseline
             evaluations += _evaluate(preset, out, "prompt", seed, base, progress)
+        trained: dict[str, dict[str, Any]] = {}
         for method in preset.methods:
-            cfg = replace(preset.train, seed=seed)
-            manifest = train(method, data, base, out / "train" / f"{method}-seed{seed}", cfg, progress=progress)
-            evaluations += _evaluate(preset, out, method, seed, Path(manifest["model"]), progress)
+            for rule in preset.budgets[:1] if method == "il" else preset.budgets:
+                label = method if rule == "matched" or method == "il" else f"{method}-{rule}"
+                cfg = replace(preset.train, seed=seed, budget=rule)
+                trained[label] = train(
+                    method, data, base, out / "train" / f"{label}-seed{seed}", cfg, progress=progress
+                )
+        if preset.compute_control:
+            cfg = replace(preset.train, seed=seed, steps=max(m["count"] for m in trained.values()))
+            trained["il-compute"] = train(
+                "il", data, base, out / "train" / f"il-compute-seed{seed}", cfg, progress=progress
+            )
+        for label, manifest in trained.items():
+            evaluations += _evaluate(preset, out, label, seed, Path(manifest["model"]), progress, _compute(manifest))
         evaluations += _evaluate(preset, out, "random", seed, None, progress)
     return write_report(out, preset, evaluations)
 
 
+def _compute(manifest: dict[str, Any]) -> dict[str, int]:
+    """What a train stage spent: optimizer steps and tokens processed."""
+    return {"train_steps": manifest["count"], "train_tokens": sum(s.get("tokens", 0) for s in manifest["stages"])}
+
+
 def _evaluate(
-    preset: Preset, out: Path, method: str, seed: int, model: Path | None, progress: Progress
+    preset: Preset,
+    out: Path,
+    method: str,
+    seed: int,
+    model: Path | None,
+    progress: Progress,
+    compute: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate one model on every split of `preset` (evaluations already on disk are read, not redone)."""
     rows = []
@@ -185,7 +228,8 @@ def _evaluate(
             rows.append(json.loads(path.read_text())["summary"])
             continue
         if agent is None:
-            tokens = preset.sr_max_new_tokens if method == "sr" else preset.max_new_tokens
+            thinks = "sr" in method.split("-")[0].split("+")  # SR's models may write a thought first
+            tokens = preset.sr_max_new_tokens if thinks else preset.max_new_tokens
             agent = make_agent(model, name=method, max_new_tokens=tokens, seed=seed)
         summary = evaluate(
             agent,
@@ -196,7 +240,7 @@ def _evaluate(
             prompt=preset.prompt,
             max_steps=preset.max_steps,
             batch_size=preset.eval_batch_size,
-            labels={"method": method, "seed": seed},
+            labels={"method": method, "seed": seed, **(compute or {})},
             description=f"eval {method} seed {seed} {split}",
             progress=progress,
         )

@@ -39,6 +39,9 @@ class PromptConfig:
     """List the valid actions in the policy prompt (when the environment has them)."""
     max_observation_chars: int = 200
     """Observations in the history are cut to this many characters (the current one never is)."""
+    past_actions: bool = False
+    """Also list, compactly, every action taken before the recent steps: what was done and where the agent
+    has already looked stay in the prompt when their observations have left it."""
     restate_goal: bool = True
     """Repeat the goal right before the question, next to where the action is written. Actions copy names
     from the goal ("take tomato 1 ..."); a model trained from scratch learns that copy far more easily
@@ -58,6 +61,9 @@ def render_state(
     """The state s_i as text: goal, the last `config.history` steps, and the current observation."""
     lines = [f"Goal: {goal}"]
     recent = list(history)[-config.history :] if config.history else []
+    earlier = list(history)[: len(history) - len(recent)]
+    if config.past_actions and earlier:
+        lines.append("Earlier actions: " + "; ".join(action for _, action in earlier))
     if recent:
         lines.append("Recent steps:")
         for past_observation, past_action in recent:

@@ -1,4 +1,4 @@
-"""Pure functions for the numbers in reports: confidence intervals and budget matching."""
+"""Pure functions for the numbers: confidence intervals, paired differences and training budgets."""
 
 from __future__ import annotations
 
@@ -37,6 +37,43 @@ def iwm_schedule(budget: int, iwm_examples: int, batch_size: int, max_share: flo
         raise ValueError(f"budget must be at least 1 step, got {budget}")
     first = min(steps_per_epoch(iwm_examples, batch_size), math.floor(budget * max_share))
     return first, budget - first
+
+
+BUDGET_RULES: tuple[str, ...] = ("matched", "paper")
+
+
+def plan_steps(
+    method: str,
+    rule: str,
+    *,
+    expert: int,
+    iwm: int = 0,
+    sr: int = 0,
+    batch_size: int,
+    epochs: float,
+    iwm_share: float = 0.5,
+) -> list[tuple[str, int]]:
+    """A method's training stages as (data, optimizer steps), from the sizes of its datasets.
+
+    IL's budget is `epochs` passes over the `expert` examples. Under `matched` (the paper's text) every
+    method gets exactly that many steps: IWM's world-model stage takes one epoch of its data, at most
+    `iwm_share` of the budget, and imitation the rest; SR trains on reflections mixed with the expert data.
+    Under `paper` (its released configurations) IWM trains one full epoch of world-model data and then
+    IL's whole budget, and SR trains `epochs` passes over the mixed set, so both take more steps than IL.
+    ``iwm+sr`` runs IWM's world-model stage, then SR's mixed stage in the place of imitation.
+    """
+    if rule not in BUDGET_RULES:
+        raise ValueError(f"unknown budget rule {rule!r}; valid rules: {', '.join(BUDGET_RULES)}")
+    budget = max(1, math.ceil(steps_per_epoch(expert, batch_size) * epochs))
+    if method == "il":
+        return [("expert", budget)]
+    if rule == "matched":
+        first, rest = iwm_schedule(budget, iwm, batch_size, iwm_share) if "iwm" in method else (0, budget)
+    else:
+        first = steps_per_epoch(iwm, batch_size) if "iwm" in method else 0
+        rest = max(1, math.ceil(steps_per_epoch(expert + sr, batch_size) * epochs)) if "sr" in method else budget
+    second = "sr+expert" if "sr" in method else "expert"
+    return ([("iwm", first)] if "iwm" in method else []) + [(second, rest)]
 
 
 def paired_difference(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import statistics
 from collections import defaultdict
 from collections.abc import Callable
@@ -12,10 +13,39 @@ from pathlib import Path
 from typing import Any
 
 from firsthand.artifacts import package_versions, write_json_atomic
+from firsthand.contract import FirsthandError
+from firsthand.registry import make
 from firsthand.stats import paired_difference, wilson_interval
 
-METHOD_NAMES = {"random": "Random", "prompt": "Prompt", "il": "IL", "iwm": "IWM", "sr": "SR"}
-ORDER = ("random", "prompt", "il", "iwm", "sr")
+log = logging.getLogger(__name__)
+
+METHOD_NAMES = {
+    "random": "Random",
+    "prompt": "Prompt",
+    "il": "IL",
+    "il-compute": "IL, equal compute",
+    "iwm": "IWM",
+    "sr": "SR",
+    "iwm+sr": "IWM+SR",
+}
+ORDER = ("random", "prompt", "il", "il-compute", "iwm", "sr", "iwm+sr")
+
+
+def method_name(label: str) -> str:
+    """A results label as the tables print it: `iwm-paper` is IWM under the paper's budget rule."""
+    method, _, rule = label.partition("-") if label != "il-compute" else (label, "", "")
+    name = METHOD_NAMES.get(method, method)
+    return f"{name} (paper budget)" if rule == "paper" else name
+
+
+def ordered(labels: Any) -> list[str]:
+    """Labels in table order: baselines, IL and its compute control, then each method, matched rule first."""
+
+    def key(label: str) -> tuple[int, str]:
+        method = label if label == "il-compute" else label.split("-")[0]
+        return (ORDER.index(method) if method in ORDER else len(ORDER), label)
+
+    return sorted(labels, key=key)
 
 
 def pool(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -38,6 +68,9 @@ def pool(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
             "invalid_rate": sum(r["invalid_rate"] * r["mean_steps"] * r["episodes"] for r in group) / steps
             if steps
             else 0.0,
+            # training compute, mean over seeds (absent from evaluations made before it was recorded)
+            "train_steps": statistics.fmean(r.get("train_steps", 0) for r in group),
+            "train_tokens": statistics.fmean(r.get("train_tokens", 0) for r in group),
             "seeds": {
                 str(r["seed"]): {k: r[k] for k in ("success", "ci_low", "ci_high", "episodes")}
                 for r in sorted(group, key=lambda r: r["seed"])
@@ -46,8 +79,11 @@ def pool(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     return dict(pooled)
 
 
-def versus_il(out: Path, rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per method and split: success minus IL's, paired over the same episodes (same seed, same tasks).
+def versus_il(
+    out: Path, rows: list[dict[str, Any]], baseline_method: str = "il"
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per method and split: success minus `baseline_method`'s (IL, or IL of equal compute), paired over the
+    same episodes (same seed, same tasks).
 
     Read from the evaluation files under `out`/eval; pairs of all seeds are pooled.
     """
@@ -61,9 +97,9 @@ def versus_il(out: Path, rows: list[dict[str, Any]]) -> dict[str, dict[str, dict
 
     pairs: dict[tuple[str, str], tuple[list[bool], list[bool]]] = defaultdict(lambda: ([], []))
     for r in rows:
-        if r["method"] in ("il", "random"):
+        if r["method"] in ("il", "il-compute", "random"):
             continue
-        il, other = wins("il", r["seed"], r["split"]), wins(r["method"], r["seed"], r["split"])
+        il, other = wins(baseline_method, r["seed"], r["split"]), wins(r["method"], r["seed"], r["split"])
         if il is None or other is None:
             continue
         baseline, mine = pairs[(r["method"], r["split"])]
@@ -75,6 +111,56 @@ def versus_il(out: Path, rows: list[dict[str, Any]]) -> dict[str, dict[str, dict
         diff, low, high = paired_difference(baseline, mine)
         compared[method][split] = {"difference": diff, "ci_low": low, "ci_high": high, "episodes": len(mine)}
     return dict(compared)
+
+
+def failures(out: Path, rows: list[dict[str, Any]], env: str) -> dict[str, dict[str, int]]:
+    """Per method: its lost episodes (all splits and seeds) and how many fall in each of the environment's
+    failure categories (`Env.failure_categories`); empty for environments that define none."""
+    counts: dict[str, dict[str, int]] = {}
+    instances: dict[str, Any] = {}
+    try:
+        for r in rows:
+            path = Path(out) / "eval" / f"{r['method']}-seed{r['seed']}-{r['split']}.json"
+            if r["method"] == "random" or not path.exists():
+                continue
+            if r["split"] not in instances:
+                instances[r["split"]] = make(env, r["split"])
+            lost = [e for e in json.loads(path.read_text())["episodes"] if not e["won"]]
+            tally = counts.setdefault(r["method"], {"lost": 0})
+            for e in lost:
+                try:
+                    categories = instances[r["split"]].failure_categories(e["task"], e["actions"])
+                except FirsthandError as error:  # episodes the environment cannot replay: no table
+                    log.warning("no failure categories: %s", error)
+                    return {}
+                if not categories:
+                    return {}
+                tally["lost"] += 1
+                for c in categories:
+                    tally[c] = tally.get(c, 0) + 1
+    finally:
+        for instance in instances.values():
+            instance.close()
+    return counts
+
+
+def failures_markdown(counts: dict[str, dict[str, int]]) -> str:
+    if not counts:
+        return ""
+    categories = sorted({c for tally in counts.values() for c in tally} - {"lost"}, key=lambda c: (c == "other", c))
+    lines = [
+        "",
+        "Lost episodes by failure category (all splits and seeds; an episode may fall in several):",
+        "",
+        "| method | lost | " + " | ".join(categories) + " |",
+        "|---|---|" + "---|" * len(categories),
+    ]
+    for m in ordered(counts):
+        tally = counts[m]
+        lines.append(
+            f"| {method_name(m)} | {tally['lost']} | " + " | ".join(str(tally.get(c, 0)) for c in categories) + " |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _pct(x: float) -> str:
@@ -92,13 +178,15 @@ def _cells(
     return [fmt(by_split[s]) if s in by_split else "-" for s in splits]
 
 
-def comparison_markdown(compared: dict[str, dict[str, dict[str, Any]]], splits: tuple[str, ...]) -> str:
-    methods = [m for m in ORDER if m in compared]
+def comparison_markdown(
+    compared: dict[str, dict[str, dict[str, Any]]], splits: tuple[str, ...], baseline: str = "IL"
+) -> str:
+    methods = ordered(compared)
     if not methods:
         return ""
     lines = [
         "",
-        "Difference from IL in points (95% interval, paired over the same episodes):",
+        f"Difference from {baseline} in points (95% interval, paired over the same episodes):",
         "",
         "| method | " + " | ".join(splits) + " |",
         "|---|" + "---|" * len(splits),
@@ -109,13 +197,13 @@ def comparison_markdown(compared: dict[str, dict[str, dict[str, Any]]], splits: 
             splits,
             lambda c: f"{_signed(c['difference'])} ({_signed(c['ci_low'])} to {_signed(c['ci_high'])})",
         )
-        lines.append(f"| {METHOD_NAMES.get(m, m)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {method_name(m)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def seeds_markdown(pooled: dict[str, dict[str, dict[str, Any]]], splits: tuple[str, ...]) -> str:
     """Success of each seed, and their mean and standard deviation: how much a seed moves the result."""
-    methods = [m for m in ORDER if m in pooled]
+    methods = ordered(pooled)
     seeds = sorted({seed for m in methods for c in pooled[m].values() for seed in c["seeds"]}, key=int)
     if len(seeds) < 2:
         return ""
@@ -134,17 +222,19 @@ def seeds_markdown(pooled: dict[str, dict[str, dict[str, Any]]], splits: tuple[s
             values = [c["seeds"][s]["success"] for s in seeds if s in c["seeds"]]
             cells = [_pct(c["seeds"][s]["success"]) if s in c["seeds"] else "-" for s in seeds]
             spread = f"{_pct(statistics.fmean(values))} +- {_pct(statistics.stdev(values))}" if len(values) > 1 else "-"
-            lines.append(f"| {METHOD_NAMES.get(m, m)} | {split} | " + " | ".join(cells) + f" | {spread} |")
+            lines.append(f"| {method_name(m)} | {split} | " + " | ".join(cells) + f" | {spread} |")
     return "\n".join(lines) + "\n"
 
 
 def markdown(pooled: dict[str, dict[str, dict[str, Any]]], splits: tuple[str, ...], title: str) -> str:
-    methods = [m for m in ORDER if m in pooled]
+    methods = ordered(pooled)
     lines = [f"# {title}", "", "Success rate % (95% Wilson interval), pooled over seeds.", ""]
     lines.append(
-        "| method | " + " | ".join(splits) + f" | mean steps ({splits[0]}) | invalid actions % ({splits[0]}) |"
+        "| method | "
+        + " | ".join(splits)
+        + f" | mean steps ({splits[0]}) | invalid actions % ({splits[0]}) | optimizer steps | training tokens |"
     )
-    lines.append("|---|" + "---|" * len(splits) + "---|---|")
+    lines.append("|---|" + "---|" * len(splits) + "---|---|---|---|")
     for m in methods:
         cells = _cells(
             pooled[m],
@@ -153,9 +243,10 @@ def markdown(pooled: dict[str, dict[str, dict[str, Any]]], splits: tuple[str, ..
         )
         first = pooled[m][splits[0]]
         lines.append(
-            f"| {METHOD_NAMES.get(m, m)} | "
+            f"| {method_name(m)} | "
             + " | ".join(cells)
-            + f" | {first['mean_steps']:.1f} | {_pct(first['invalid_rate'])} |"
+            + f" | {first['mean_steps']:.1f} | {_pct(first['invalid_rate'])} | {first['train_steps']:,.0f} |"
+            + f" {first['train_tokens'] / 1e6:.2f}M |"
         )
     return "\n".join(lines) + "\n"
 
@@ -166,7 +257,7 @@ def plot(pooled: dict[str, dict[str, dict[str, Any]]], splits: tuple[str, ...], 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = [m for m in ORDER if m in pooled]
+    methods = ordered(pooled)
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(methods), 3.6), dpi=120)
     width = 0.8 / len(splits)
     for j, split in enumerate(splits):
@@ -184,7 +275,7 @@ def plot(pooled: dict[str, dict[str, dict[str, Any]]], splits: tuple[str, ...], 
         for x, per_seed in zip(xs, dots, strict=True):
             if len(per_seed) > 1:  # each seed as a dot: the spread that the pooled interval does not show
                 ax.scatter([x] * len(per_seed), per_seed, s=9, color="black", zorder=3, alpha=0.6)
-    ax.set_xticks(range(len(methods)), [METHOD_NAMES.get(m, m) for m in methods])
+    ax.set_xticks(range(len(methods)), [method_name(m).replace(" (", "\n(") for m in methods], fontsize=7)
     ax.set_ylabel("success rate (%)")
     ax.set_ylim(0, 100)
     several = any(len(c["seeds"]) > 1 for m in methods for c in pooled[m].values())
@@ -201,6 +292,8 @@ def plot(pooled: dict[str, dict[str, dict[str, Any]]], splits: tuple[str, ...], 
 def write_report(out: Path, preset: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
     pooled = pool(rows)
     compared = versus_il(out, rows)
+    compute = versus_il(out, rows, "il-compute") if "il-compute" in pooled else {}
+    lost = failures(out, rows, preset.env)
     title = f"{preset.env}: {preset.model}, {preset.train_episodes} expert trajectories, k={preset.k}"
     results = {
         "preset": preset.name,
@@ -210,13 +303,21 @@ def write_report(out: Path, preset: Any, rows: list[dict[str, Any]]) -> dict[str
         "splits": list(preset.splits),
         "results": pooled,
         "versus_il": compared,
+        "versus_il_compute": compute,
+        "failures": lost,
         "per_seed": rows,
         "config": asdict(preset),
         "versions": package_versions(("torch", "transformers", "trl")),
     }
     write_json_atomic(Path(out) / "results.json", results)
     splits = tuple(preset.splits)
-    text = markdown(pooled, splits, title) + comparison_markdown(compared, splits) + seeds_markdown(pooled, splits)
+    text = (
+        markdown(pooled, splits, title)
+        + comparison_markdown(compared, splits)
+        + comparison_markdown(compute, splits, "IL trained for as many steps as the longest method")
+        + seeds_markdown(pooled, splits)
+        + failures_markdown(lost)
+    )
     (Path(out) / "results.md").write_text(text, encoding="utf-8")
     plot(pooled, tuple(preset.splits), Path(out) / "results.png", title)
     return results

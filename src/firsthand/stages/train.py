@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import os
 import random
 import shutil
@@ -37,11 +36,11 @@ from firsthand.artifacts import (
     write_manifest,
     write_model_prompt,
 )
-from firsthand.contract import METHODS, InvalidInputError, UnknownNameError
+from firsthand.contract import InvalidInputError, UnknownNameError
 from firsthand.device import distributed, fast_bf16, world_size
 from firsthand.models import load, require_training_stack
 from firsthand.progress import Progress, no_progress
-from firsthand.stats import iwm_schedule, steps_per_epoch
+from firsthand.stats import BUDGET_RULES, plan_steps
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +69,16 @@ class TrainConfig:
     """Seed of initialisation, data order and sampling."""
     save_steps: int = 200
     """Checkpoint every this many steps (the unit of resumption)."""
+    budget: str = "matched"
+    """How the other methods' steps relate to IL's: matched (every method gets IL's optimizer steps) or
+    paper (the paper's released configurations: one epoch of world-model data before IL's budget; SR's
+    epochs over the mixed set)."""
+    steps: int | None = None
+    """Train IL for exactly this many optimizer steps instead of its epochs (the compute control)."""
+
+    def validate(self) -> None:
+        if self.budget not in BUDGET_RULES:
+            raise UnknownNameError(f"unknown budget rule {self.budget!r}; valid rules: {', '.join(BUDGET_RULES)}")
 
 
 def _conversational(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -113,9 +122,45 @@ def sft_config(config: TrainConfig, steps: int, out: Path, **overrides: Any) -> 
         # Random batches: length-grouped ones (TRL's other choice) put one kind of state together and
         # learned worse on household (docs/calibration.md).
         train_sampling_strategy="random",
+        include_num_input_tokens_seen="non_padding",  # the training tokens every results row reports
     )
     settings.update(overrides)
     return SFTConfig(**settings)
+
+
+def completion_trainer() -> type:
+    """TRL's SFTTrainer with a loss that scores only the positions that have a label.
+
+    With completion-only loss most positions are prompt, yet on a CPU TRL's fused head scores every position
+    (its compact path is for GPUs); here the LM head runs only where some row of the batch has a label. Same
+    loss, same gradients (tested against TRL's), less work: docs/benchmarks.md.
+    """
+    import torch
+    from trl import SFTTrainer
+
+    class CompletionSFTTrainer(SFTTrainer):
+        def compute_loss(
+            self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+        ) -> Any:
+            labels = inputs["labels"][:, 1:]  # [B, T-1]: the token each position predicts
+            keep = (labels != -100).any(0).nonzero().squeeze(1)  # positions with a label in some row
+            outputs = model(
+                input_ids=inputs["input_ids"],
+                attention_mask=inputs.get("attention_mask"),
+                use_cache=False,
+                logits_to_keep=keep,
+            )
+            logits = outputs.logits.float()  # [B, len(keep), V]
+            total = torch.nn.functional.cross_entropy(
+                logits.flatten(0, 1), labels[:, keep].flatten(), ignore_index=-100, reduction="sum"
+            )
+            count = (labels != -100).sum() if num_items_in_batch is None else num_items_in_batch
+            loss = total / torch.as_tensor(count).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes  # as TRL: DDP averages the gradients over processes
+            return (loss, outputs) if return_outputs else loss
+
+    return CompletionSFTTrainer
 
 
 def _sft_stage(
@@ -130,7 +175,6 @@ def _sft_stage(
     """One SFTTrainer run of exactly `steps` optimizer steps on `records` (cycling epochs as needed)."""
     from datasets import Dataset
     from transformers import TrainerCallback
-    from trl import SFTTrainer
 
     class Progress(TrainerCallback):
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -138,7 +182,7 @@ def _sft_stage(
                 on_step(1)
 
     args = sft_config(config, steps, out)
-    trainer = SFTTrainer(
+    trainer = completion_trainer()(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(_conversational(records)),
@@ -164,16 +208,27 @@ def _sft_stage(
         "epochs": steps * config.batch_size / len(records),
         "processes": world_size(),  # data-parallel processes sharing each batch of `batch_size`
         "tokens_per_epoch": tokens,
+        "tokens": int(trainer.state.num_input_tokens_seen),  # processed, prompt and completion, no padding
         "loss_history": [h for h in trainer.state.log_history if "loss" in h],
     }
     return summary
 
 
+TRAIN_METHODS: tuple[str, ...] = ("il", "iwm", "sr", "iwm+sr")
+"""What `train` can run: IL, IWM, SR, and IWM's world-model stage followed by SR's data (the paper never
+combines the two)."""
+
+
+def needed_data(method: str) -> list[str]:
+    """The build directories `method` trains on: the expert (IL) data always, and its own."""
+    return ["il"] + [kind for kind in ("iwm", "sr") if kind in method.split("+")]
+
+
 def check_data(method: str, data: dict[str, Path]) -> None:
-    """Every method needs the IL (expert) dataset; iwm and sr also need their own."""
-    if method not in METHODS:
-        raise UnknownNameError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
-    missing = [m for m in dict.fromkeys(["il", method]) if m not in data]
+    """Every method needs the IL (expert) dataset; iwm, sr and iwm+sr also need their own."""
+    if method not in TRAIN_METHODS:
+        raise UnknownNameError(f"unknown method {method!r}; valid methods: {', '.join(TRAIN_METHODS)}")
+    missing = [m for m in needed_data(method) if m not in data]
     if missing:
         raise InvalidInputError(
             f"method {method!r} needs the {', '.join(missing)} dataset(s): build them with "
@@ -181,15 +236,32 @@ def check_data(method: str, data: dict[str, Path]) -> None:
         )
 
 
-def plan_budget(method: str, n_expert: int, n_extra: int, config: TrainConfig) -> list[tuple[str, int]]:
-    """The stages of `method` as (data, steps), adding up to IL's budget."""
-    budget = max(1, math.ceil(steps_per_epoch(n_expert, config.batch_size) * config.epochs))
-    if method == "il":
-        return [("expert", budget)]
-    if method == "iwm":
-        first, second = iwm_schedule(budget, n_extra, config.batch_size, config.iwm_share)
-        return [("iwm", first), ("expert", second)]
-    return [("sr+expert", budget)]
+def plan_budget(
+    method: str, n_expert: int, n_extra: int, config: TrainConfig, *, n_sr: int = 0
+) -> list[tuple[str, int]]:
+    """The stages of `method` as (data, steps) under `config.budget` (see `stats.plan_steps`).
+
+    `n_extra` is the size of the method's own data (the IWM data for iwm and iwm+sr, the reflections for
+    sr) and `n_sr` the reflections of iwm+sr. `config.steps` overrides IL's budget (the compute control).
+    """
+    if config.steps is not None:
+        if method != "il" or config.steps < 1:
+            raise InvalidInputError(
+                f"steps={config.steps!r}: a fixed step count is for IL (the compute control), at least 1"
+            )
+        return [("expert", config.steps)]
+    iwm = n_extra if "iwm" in method else 0
+    sr = n_sr if method == "iwm+sr" else n_extra if method == "sr" else 0
+    return plan_steps(
+        method,
+        config.budget,
+        expert=n_expert,
+        iwm=iwm,
+        sr=sr,
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        iwm_share=config.iwm_share,
+    )
 
 
 def train(
@@ -221,9 +293,10 @@ def train(
     state = distributed()
     main = state is None or state.is_main_process
     sync = state.wait_for_everyone if state is not None else lambda: None
-    expert = load_records(data["il"])
-    extra = load_records(data[method]) if method != "il" else []
-    stages = plan_budget(method, len(expert), len(extra), config)
+    config.validate()
+    records = {kind: load_records(data[kind]) for kind in needed_data(method)}
+    own = records.get("iwm", records.get("sr", []))
+    stages = plan_budget(method, len(records["il"]), len(own), config, n_sr=len(records.get("sr", [])))
     stage_config = {
         "method": method,
         "base_model": str(base_model),
@@ -241,7 +314,7 @@ def train(
     torch.manual_seed(config.seed)
     model, tokenizer = _prepare(*load(base_model, for_training=True), config)
     with progress(f"train {method} seed {config.seed}", sum(steps for _, steps in stages)) as advance:
-        stage_dir, summaries = _train_stages(model, tokenizer, stages, expert, extra, out, config, advance)
+        stage_dir, summaries = _train_stages(model, tokenizer, stages, records, out, config, advance)
     final = out / "model"
     if main:
         if final.exists():
@@ -265,8 +338,7 @@ def _train_stages(
     model: Any,
     tokenizer: Any,
     stages: list[tuple[str, int]],
-    expert: list[dict[str, Any]],
-    extra: list[dict[str, Any]],
+    records: dict[str, list[dict[str, Any]]],
     out: Path,
     config: TrainConfig,
     on_step: Callable[[int], None],
@@ -287,13 +359,13 @@ def _train_stages(
             summaries.append(json.loads((stage_dir / "stage.json").read_text()))
             continue
         if kind == "expert":
-            records = expert
+            examples = records["il"]
         elif kind == "iwm":
-            records = rng.sample(extra, min(len(extra), steps * config.batch_size))
+            examples = rng.sample(records["iwm"], min(len(records["iwm"]), steps * config.batch_size))
         else:
-            records = extra + expert
-            rng.shuffle(records)
-        summary = {"data": kind, **_sft_stage(model, tokenizer, records, steps, stage_dir, config, on_step)}
+            examples = records["sr"] + records["il"]
+            rng.shuffle(examples)
+        summary = {"data": kind, **_sft_stage(model, tokenizer, examples, steps, stage_dir, config, on_step)}
         if main:
             _save(model, tokenizer, stage_dir / "model", config)
             for checkpoint in stage_dir.glob("checkpoint-*"):  # the stage's model is saved: checkpoints can go

@@ -272,6 +272,9 @@ class HouseholdEnv(Env):
         self._task = task
         self._state = state.copy()
 
+    def failure_categories(self, task: str, actions: Sequence[str]) -> list[str]:
+        return failure_categories(task, actions)
+
     def expert_actions(self) -> list[str]:
         """A planner with privileged knowledge of where every object is; wins every task."""
         t = self._require_task()
@@ -322,3 +325,51 @@ def plan(t: Task) -> list[str]:
         go(destination)
         actions.append(f"put {obj} in/on {destination}")
     return actions
+
+
+# -- why an episode was lost: the categories that reading failed episodes showed (docs/results.md) --
+CATEGORIES: tuple[str, ...] = ("wrong_copy", "never_found", "second_object", "put_not_held", "repeat_go_to")
+"""wrong_copy: took a copy of an object that was not there while another copy of its kind was in view;
+never_found: never held an object of the goal's kind; second_object: a pick-two task in which only one
+was ever held; put_not_held: tried to put down an object it did not hold; repeat_go_to: ended with three
+or more `go to` the place it already stood at. An episode may fall in several; "other" when in none."""
+
+
+def failure_categories(task: str, actions: Sequence[str]) -> list[str]:
+    """The categories of a lost episode of `task` that took `actions` (see `CATEGORIES`)."""
+    split = task.rpartition("-")[0]
+    env = HouseholdEnv(split, max_steps=max(1, len(actions)))
+    observation, _ = env.reset(task)
+    goal_kind = env._require_task().obj_kind
+    pick_two = env._require_task().task_type == "pick_two_obj_and_place"
+    held: set[str] = set()
+    found: set[str] = set()
+    tail_repeats = 0
+    for action in actions:
+        state = env._state
+        assert state is not None
+        at, holding = state.at, state.holding
+        take, put = _TAKE.match(action), _PUT.match(action)
+        r = env.step(action)
+        if take and r.observation == NOTHING:
+            obj = take.group(1)
+            others = set(re.findall(rf"\b{re.escape(kind_of(obj))} \d+\b", observation)) - {obj}
+            if others:
+                found.add("wrong_copy")
+        if put and put.group(1) != holding:
+            found.add("put_not_held")
+        going_nowhere = action.startswith("go to ") and action[6:] == at
+        tail_repeats = tail_repeats + 1 if going_nowhere else 0
+        if env._state and env._state.holding:
+            held.add(env._state.holding)
+        observation = r.observation
+        if r.terminated or r.truncated:
+            break
+    kinds = [h for h in held if kind_of(h) == goal_kind]
+    if not kinds:
+        found.add("never_found")
+    elif pick_two and len(kinds) < 2:
+        found.add("second_object")
+    if tail_repeats >= 3:
+        found.add("repeat_go_to")
+    return [c for c in CATEGORIES if c in found] or ["other"]
