@@ -49,7 +49,7 @@ def _fields(cls: type, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, 
         hint = hints[f.name]
         value = getattr(defaults, f.name)
         if dataclasses.is_dataclass(value):
-            yield from ((path + (f.name,) + p[1:], h, d, doc) for p, h, d, doc in _fields(type(value), (f.name,)))
+            yield from _fields(type(value), path + (f.name,))
         elif _scalar(hint) is not None:
             yield path + (f.name,), hint, value, docs.get(f.name, "")
 
@@ -57,9 +57,10 @@ def _fields(cls: type, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, 
 def _build(cls: type, values: dict[tuple[str, ...], Any], path: tuple[str, ...] = ()) -> Any:
     """An instance of `cls` from the option values keyed by field path."""
     kwargs: dict[str, Any] = {}
+    defaults = cls()
     for f in dataclasses.fields(cls):
         here = path + (f.name,)
-        default = getattr(cls(), f.name)
+        default = getattr(defaults, f.name)
         if dataclasses.is_dataclass(default):
             kwargs[f.name] = _build(type(default), values, here)
         elif here in values:
