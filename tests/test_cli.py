@@ -127,7 +127,7 @@ def test_check_command() -> None:
 
 def test_run_smoke_preset_end_to_end(tmp_path: Path) -> None:
     """The real main job on the smoke preset: every stage, results.json/md/png, printed table."""
-    command = [*CLI, "run", "--preset", "smoke", "--eval-episodes", "3", "--out", str(tmp_path / "run")]
+    command = [*CLI, "run", "--preset", "smoke", "--eval-episodes", "3", "--jobs", "1", "--out", str(tmp_path / "run")]
     r = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())

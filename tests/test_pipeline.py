@@ -17,8 +17,8 @@ from firsthand.stats import steps_per_epoch
 def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("run")
     preset = get_preset(
-        "smoke", methods=("il", "iwm", "sr", "iwm+sr"), budgets=("matched", "paper"), compute_control=True
-    )
+        "smoke", methods=("il", "iwm", "sr", "iwm+sr"), budgets=("matched", "paper"), compute_control=True, jobs=2
+    )  # two processes side by side: the CLI's smoke test covers one
     return out, run(preset, out)
 
 

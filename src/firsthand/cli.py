@@ -191,7 +191,7 @@ def build(
 @app.command()
 @with_configs(config=TrainConfig)
 def train(
-    method: Annotated[str, typer.Option(help="il, iwm or sr.")],
+    method: Annotated[str, typer.Option(help="il, iwm, sr or iwm+sr.")],
     expert_data: Annotated[Path, typer.Option(help="The `build --method il` directory (every method uses it).")],
     out: Annotated[Path, typer.Option(help="Run directory (resumes from its checkpoints).")],
     config: TrainConfig,
@@ -276,6 +276,9 @@ def run(
     model: Annotated[str | None, typer.Option(help="Override the preset's model.")] = None,
     env: Annotated[str | None, typer.Option(help="Override the preset's environment.")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes for collect/branch.")] = None,
+    jobs: Annotated[
+        int | None, typer.Option(help="Trainings and evaluations side by side (1 on a GPU, else cores, max 4).")
+    ] = None,
     walk_steps: Annotated[
         int | None, typer.Option(help="Pretrain the tiny model on random-policy episodes for this many steps.")
     ] = None,
@@ -314,6 +317,7 @@ def run(
             model=model,
             env=env,
             workers=workers,
+            jobs=jobs,
             train_episodes=train_episodes,
             eval_episodes=eval_episodes,
             k=k,

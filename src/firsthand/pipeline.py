@@ -17,9 +17,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from firsthand.artifacts import write_json_atomic
+from firsthand.artifacts import load_records, write_json_atomic
 from firsthand.contract import METHODS, InvalidInputError, UnknownNameError
 from firsthand.inference import Agent
+from firsthand.jobs import Job, default_workers, run_jobs
 from firsthand.models import TinyConfig, starting_model
 from firsthand.progress import Progress, no_progress
 from firsthand.prompts import PromptConfig
@@ -28,7 +29,7 @@ from firsthand.stages.build import BuildConfig, build
 from firsthand.stages.collect import collect
 from firsthand.stages.evaluate import evaluate, make_agent
 from firsthand.stages.report import write_report
-from firsthand.stages.train import TRAIN_METHODS, TrainConfig, train
+from firsthand.stages.train import TRAIN_METHODS, TrainConfig, planned_stages, train
 from firsthand.stats import BUDGET_RULES
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,11 @@ class Preset:
     tiny: TinyConfig = field(default_factory=TinyConfig)
     """Shape and copy pretraining of the `tiny` model (used when model == "tiny")."""
     workers: int = 1
+    """Worker processes for collection and branching."""
+    jobs: int | None = None
+    """Trainings and evaluations run side by side in this many processes, each with cores / jobs threads
+    (None: `jobs.default_workers()`, 1 on a GPU). Results do not depend on the order; the thread count
+    changes float rounding, so runs with other values differ in the last digits."""
 
 
 PRESETS: dict[str, Preset] = {
@@ -83,7 +89,10 @@ PRESETS: dict[str, Preset] = {
         train=TrainConfig(epochs=1, batch_size=8, max_length=768),
         sr_max_new_tokens=64,
     ),
-    "quickstart": Preset(name="quickstart"),
+    # Two seeds within `make run`'s 15 minutes on the 2-core machine: 150 demonstrations (the low-data
+    # regime, where the paper's gains are largest) and a 2-layer tiny model, which trains twice as fast
+    # (docs/calibration.md#seeds-within-15-minutes).
+    "quickstart": Preset(name="quickstart", seeds=(0, 1), train_episodes=150, tiny=TinyConfig(layers=2)),
     "standard": Preset(
         name="standard",
         eval_episodes=200,
@@ -101,6 +110,8 @@ ENV_SETTINGS: dict[str, dict[str, Any]] = {
     "household": dict(
         train_episodes=300,
         train=TrainConfig(epochs=6, batch_size=4, learning_rate=1e-3),
+        # Every past action in the prompt: IL's success unchanged, its `go to` loops gone (docs/results.md).
+        prompt=PromptConfig(history=2, show_valid_actions=False, past_actions=True),
     ),
     # Open action space; calls with arguments are long, and the current request and the function
     # signatures are only in earlier observations, so prompts keep more history.
@@ -125,7 +136,7 @@ def get_preset(name: str, **overrides: Any) -> Preset:
     if name not in PRESETS:
         raise UnknownNameError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    for key in ("train_episodes", "eval_episodes"):
+    for key in ("train_episodes", "eval_episodes", "jobs"):
         if key in overrides and overrides[key] < 1:
             raise InvalidInputError(f"{key} must be at least 1, got {overrides[key]!r}")
     for key, valid in (("methods", TRAIN_METHODS), ("budgets", BUDGET_RULES)):
@@ -179,30 +190,73 @@ def run(preset: Preset, out: Path, progress: Progress = no_progress) -> dict[str
             data[method] = out / "data" / method
             advance(1)
 
-    evaluations: list[dict[str, Any]] = []
+    bases = {}
     for seed in preset.seeds:
         tiny = replace(preset.tiny, seed=seed, walk_tasks=preset.train_episodes)
         folder = out / "models" / f"tiny-seed{seed}"
-        base = starting_model(preset.model, data.values(), folder, tiny=tiny, env=preset.env, progress=progress)
+        bases[seed] = starting_model(preset.model, data.values(), folder, tiny=tiny, env=preset.env, progress=progress)
+    workers = preset.jobs or default_workers()
+    runs = _trainings(preset, data)
+    chars = _mean_chars(data)
+    jobs = [
+        Job(
+            train,
+            (method, data, bases[seed], out / "train" / f"{label}-seed{seed}", cfg),
+            total=sum(steps for _, steps in stages),
+            cost=sum(steps * chars[kind] for kind, steps in stages),  # characters to process: ~ time
+        )
+        for label, seed, method, cfg, stages in runs
+    ]
+    manifests = run_jobs(jobs, f"train {len(jobs)} models", workers=workers, progress=progress)
+
+    episodes = len(preset.splits) * preset.eval_episodes
+    evals = []
+    for seed in preset.seeds:
         if preset.model != "tiny":  # a pretrained instruct model: the zero-shot prompt baseline
-            evaluations += _evaluate(preset, out, "prompt", seed, base, progress)
-        trained: dict[str, dict[str, Any]] = {}
+            evals.append(
+                Job(_evaluate, (preset, out, "prompt", seed, bases[seed]), total=episodes, cost=preset.max_new_tokens)
+            )
+        for (label, run_seed, *_), manifest in zip(runs, manifests, strict=True):
+            if run_seed == seed:
+                model = Path(manifest["model"])
+                args = (preset, out, label, seed, model, _compute(manifest))
+                evals.append(Job(_evaluate, args, total=episodes, cost=_new_tokens(preset, label)))
+        evals.append(Job(_evaluate, (preset, out, "random", seed, None), total=episodes))
+    rows = run_jobs(evals, f"evaluate {len(evals)} agents", workers=workers, progress=progress)
+    return write_report(out, preset, [row for job_rows in rows for row in job_rows])
+
+
+def _trainings(preset: Preset, data: dict[str, Path]) -> list[tuple[str, int, str, TrainConfig, list[tuple[str, int]]]]:
+    """Every training of the run as (label, seed, method, config, planned stages), seed by seed."""
+    runs = []
+    for seed in preset.seeds:
+        seed_runs = []
         for method in preset.methods:
             for rule in preset.budgets[:1] if method == "il" else preset.budgets:
                 label = method if rule == "matched" or method == "il" else f"{method}-{rule}"
                 cfg = replace(preset.train, seed=seed, budget=rule)
-                trained[label] = train(
-                    method, data, base, out / "train" / f"{label}-seed{seed}", cfg, progress=progress
-                )
-        if preset.compute_control:
-            cfg = replace(preset.train, seed=seed, steps=max(m["count"] for m in trained.values()))
-            trained["il-compute"] = train(
-                "il", data, base, out / "train" / f"il-compute-seed{seed}", cfg, progress=progress
-            )
-        for label, manifest in trained.items():
-            evaluations += _evaluate(preset, out, label, seed, Path(manifest["model"]), progress, _compute(manifest))
-        evaluations += _evaluate(preset, out, "random", seed, None, progress)
-    return write_report(out, preset, evaluations)
+                seed_runs.append((label, seed, method, cfg, planned_stages(method, data, cfg)))
+        if preset.compute_control:  # IL for as many steps as the longest method of the seed
+            longest = max(sum(steps for _, steps in run[-1]) for run in seed_runs)
+            cfg = replace(preset.train, seed=seed, steps=longest)
+            seed_runs.append(("il-compute", seed, "il", cfg, planned_stages("il", data, cfg)))
+        runs += seed_runs
+    return runs
+
+
+def _mean_chars(data: dict[str, Path]) -> dict[str, float]:
+    """Mean characters per record of each kind of training data a stage can use (the jobs' cost estimate)."""
+    mean = {}
+    for kind, directory in data.items():
+        records = load_records(directory)
+        mean[kind] = sum(len(r["prompt"]) + len(r["completion"]) for r in records) / max(1, len(records))
+    return {"expert": mean["il"], "iwm": mean["iwm"], "sr+expert": (mean["sr"] + mean["il"]) / 2}
+
+
+def _new_tokens(preset: Preset, method: str) -> int:
+    """The generation budget per step: SR's models may write a thought before their action."""
+    thinks = "sr" in method.split("-")[0].split("+")
+    return preset.sr_max_new_tokens if thinks else preset.max_new_tokens
 
 
 def _compute(manifest: dict[str, Any]) -> dict[str, int]:
@@ -216,8 +270,9 @@ def _evaluate(
     method: str,
     seed: int,
     model: Path | None,
-    progress: Progress,
     compute: dict[str, int] | None = None,
+    *,
+    progress: Progress = no_progress,
 ) -> list[dict[str, Any]]:
     """Evaluate one model on every split of `preset` (evaluations already on disk are read, not redone)."""
     rows = []
@@ -228,9 +283,7 @@ def _evaluate(
             rows.append(json.loads(path.read_text())["summary"])
             continue
         if agent is None:
-            thinks = "sr" in method.split("-")[0].split("+")  # SR's models may write a thought first
-            tokens = preset.sr_max_new_tokens if thinks else preset.max_new_tokens
-            agent = make_agent(model, name=method, max_new_tokens=tokens, seed=seed)
+            agent = make_agent(model, name=method, max_new_tokens=_new_tokens(preset, method), seed=seed)
         summary = evaluate(
             agent,
             preset.env,

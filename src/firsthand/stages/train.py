@@ -264,6 +264,14 @@ def plan_budget(
     )
 
 
+def planned_stages(method: str, data: dict[str, Path], config: TrainConfig) -> list[tuple[str, int]]:
+    """The stages `train` will run as (data, steps), from the build manifests' record counts (no data read)."""
+    check_data(method, data)
+    counts = {kind: read_manifest(data[kind], "build")["count"] for kind in needed_data(method)}
+    own = counts.get("iwm", counts.get("sr", 0))
+    return plan_budget(method, counts["il"], own, config, n_sr=counts.get("sr", 0))
+
+
 def train(
     method: str,
     data: dict[str, Path],
