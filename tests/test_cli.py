@@ -138,6 +138,7 @@ def test_run_smoke_preset_end_to_end(tmp_path: Path) -> None:
             assert cell["episodes"] == 3 and 0 <= cell["ci_low"] <= cell["success"] <= cell["ci_high"] <= 1
     assert (tmp_path / "run" / "results.png").read_bytes()[:4] == b"\x89PNG"
     assert "IWM" in r.stdout and "ood_test" in r.stdout and "Difference from IL" in r.stdout
+    assert "train 3 models: 0/" in r.stdout and "evaluate 4 agents: 24/24 (100%)" in r.stdout  # lines off a TTY
     assert set(results["versus_il"]) == {"iwm", "sr"} and results["versus_il"]["sr"]["id_test"]["episodes"] == 3
     for stage in ("experts", "branches", "data/il", "data/iwm", "data/sr", "train/il-seed0", "train/sr-seed0"):
         assert (tmp_path / "run" / stage / "manifest.json").exists(), stage
@@ -190,3 +191,22 @@ def test_run_refuses_several_processes(tmp_path: Path) -> None:
     )
     assert r.returncode == 2 and "launched on 2 processes" in r.stderr and "firsthand train" in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_progress_off_a_terminal_is_printed_as_lines(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Redirected to a log, a rich bar draws nothing: lines at the start, as time passes, and at the end."""
+    from firsthand import cli
+
+    monkeypatch.setattr(cli, "PROGRESS_LINE_SECONDS", 0.0)  # a line at every advance
+    with cli._progress("train il seed 0", 4) as advance:
+        advance(1)
+        advance(2)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.rsplit(" ", 1)[0] for line in lines] == [
+        "train il seed 0: 0/4 (0%)",
+        "train il seed 0: 1/4 (25%)",
+        "train il seed 0: 3/4 (75%)",
+        "train il seed 0: 4/4 (100%)",
+    ]

@@ -36,16 +36,50 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
+PROGRESS_LINE_SECONDS = 30.0
+"""Off a terminal (a log file, CI, a cluster job) a bar draws nothing, so a line is printed this often."""
+
+
 @contextmanager
 def _progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
-    """A progress bar (only the CLI draws them); yields `advance(n)`."""
+    """A progress bar on a terminal, progress lines elsewhere (only the CLI draws them); yields `advance(n)`."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    if not Console().is_terminal:
+        with _progress_lines(description, total) as advance:
+            yield advance
+        return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, transient=False) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
         progress.update(task, completed=total)  # the stage is done (all of it, when resumed from its files)
+
+
+@contextmanager
+def _progress_lines(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """`description: done/total (pct) elapsed` at the start, every PROGRESS_LINE_SECONDS, and at the end."""
+    import time
+
+    start = last = time.monotonic()
+    done = 0
+
+    def line(count: int) -> None:
+        elapsed = int(time.monotonic() - start)
+        percent = f" ({100 * count // total}%)" if total else ""
+        typer.echo(f"{description}: {count}/{total}{percent} {elapsed // 60}:{elapsed % 60:02d}")
+
+    def advance(n: int) -> None:
+        nonlocal done, last
+        done += n
+        if time.monotonic() - last >= PROGRESS_LINE_SECONDS:
+            last = time.monotonic()
+            line(done)
+
+    line(0)
+    yield advance
+    line(total)  # the stage is done (all of it, when resumed from its files)
 
 
 @contextmanager

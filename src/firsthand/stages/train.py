@@ -182,13 +182,21 @@ def _sft_stage(
                 on_step(1)
 
     args = sft_config(config, steps, out)
-    trainer = completion_trainer()(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(_conversational(records)),
-        processing_class=tokenizer,
-        callbacks=[Progress()],
-    )
+    import datasets
+
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # TRL's tokenizing bars would cut through the caller's progress display
+    try:
+        trainer = completion_trainer()(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(_conversational(records)),
+            processing_class=tokenizer,
+            callbacks=[Progress()],
+        )
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # losses go to the log history and the manifest, not stdout
