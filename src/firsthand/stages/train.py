@@ -311,8 +311,7 @@ def train(
     sync = state.wait_for_everyone if state is not None else lambda: None
     config.validate()
     records = {kind: load_records(data[kind]) for kind in needed_data(method)}
-    own = records.get("iwm", records.get("sr", []))
-    stages = plan_budget(method, len(records["il"]), len(own), config, n_sr=len(records.get("sr", [])))
+    stages = planned_stages(method, data, config)  # the same plan the pipeline sized its jobs by
     stage_config = {
         "method": method,
         "base_model": str(base_model),
