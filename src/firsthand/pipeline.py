@@ -93,9 +93,12 @@ PRESETS: dict[str, Preset] = {
     # regime, where the paper's gains are largest) and a 2-layer tiny model, which trains twice as fast
     # (docs/calibration.md#seeds-within-15-minutes).
     "quickstart": Preset(name="quickstart", seeds=(0, 1), train_episodes=150, tiny=TinyConfig(layers=2)),
+    # The whole comparison (both budget rules, the compute control, IWM+SR) at the quickstart's scale with a
+    # third seed: 24 trainings, about an hour here (docs/results.md#standard-preset).
     "standard": Preset(
         name="standard",
-        eval_episodes=200,
+        train_episodes=150,
+        tiny=TinyConfig(layers=2),
         seeds=(0, 1, 2),
         methods=("il", "iwm", "sr", "iwm+sr"),
         budgets=("matched", "paper"),
