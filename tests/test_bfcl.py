@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
-from env_contract import EnvContract
 from firsthand import SPLITS, InvalidInputError, NoExpertError, ReplayError, make
 from firsthand.envs.bfcl import END_TURN, BfclEnv, entries
 from firsthand.envs.bfcl.calls import Call, format_call, parse_call
 from firsthand.envs.bfcl.env import EXCLUDED
 from firsthand.replay import replay
+from firsthand.testing import EnvContract
 
 
 class TestBfclContract(EnvContract):

@@ -220,3 +220,14 @@ def test_bad_input(experts: Path, tmp_path: Path) -> None:
         branch(experts, tmp_path / "b2", BranchConfig(k=1))
         branch(tmp_path / "b2", tmp_path / "b3", BranchConfig(k=1))
     assert json.loads((experts / "manifest.json").read_text())["count"] == 24  # nothing lost
+
+
+def test_finished_branching_is_refused_with_another_k_and_reused_after_a_move(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    collect("household", "train", 3, root / "e")
+    first = branch(root / "e", root / "b", BranchConfig(k=2))
+    with pytest.raises(InvalidInputError, match="finished branch stage.*branch.k: 2 there, 6 now"):
+        branch(root / "e", root / "b", BranchConfig(k=6))
+    moved = tmp_path / "moved"
+    root.rename(moved)  # paths in configs are relative to the stage: the moved run is still the same run
+    assert branch(moved / "e", moved / "b", BranchConfig(k=2)) == first

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from firsthand import UnknownNameError
+from firsthand import InvalidInputError, UnknownNameError
 from firsthand.artifacts import load_branches, load_records
 from firsthand.prompts import (
     OBS_CLOSE,
@@ -176,3 +176,22 @@ def test_past_actions_keep_what_left_the_recent_window() -> None:
         "put a cool egg in countertop.", history, "The fridge 1 is closed.", [], PromptConfig(history=2)
     )
     assert "Earlier actions" not in off and "go to cabinet 1" not in off
+
+
+def test_build_refuses_branches_whose_files_changed(branches: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "branches"
+    shutil.copytree(branches, copy)
+    shard = sorted(copy.glob("branches-*.jsonl"))[0]
+    lines = shard.read_text().splitlines(keepends=True)
+    shard.write_text("".join(lines[:-1]))  # one record short, every line still valid
+    with pytest.raises(InvalidInputError, match=f"{shard.name}.*differs from what the branch stage wrote"):
+        build("il", copy, tmp_path / "il")
+    assert not (tmp_path / "il").exists()
+
+
+def test_a_finished_build_is_refused_with_other_settings(branches: Path, tmp_path: Path) -> None:
+    build("sr", branches, tmp_path / "sr", BuildConfig(sr_alternatives=1))
+    with pytest.raises(InvalidInputError, match="finished build stage.*sr_alternatives: 1 there, 2 now"):
+        build("sr", branches, tmp_path / "sr", BuildConfig(sr_alternatives=2))

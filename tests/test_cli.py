@@ -114,10 +114,47 @@ def test_train_without_its_dataset_says_which_to_build(tmp_path: Path) -> None:
 
 def test_import_reports_bad_lines(tmp_path: Path) -> None:
     demos = tmp_path / "demos.jsonl"
-    demos.write_text('{"task": "train-0", "actions": ["look"]}\n[1, 2\n')
+    demos.write_text('{"task": "train-0", "actions": ["look"]}\n{"task": "train-1", "act\n')
     r = run("collect", "--from", str(demos), "--episodes", "0", "--out", str(tmp_path / "e"))
     assert r.returncode == 0, r.stderr
-    assert "line 1: the demonstration does not win" in r.stderr and "line 2: not valid JSON" in r.stderr
+    assert r.stderr.count("line 1: the demonstration does not win") == 1  # once, not again from the log
+    assert r.stderr.count("line 2: not valid JSON") == 1 and "string starting at, column 21)" in r.stderr
+
+
+def test_bad_paths_and_numbers_are_one_line_errors_before_any_work(tmp_path: Path) -> None:
+    """Every option that takes a path, a model or a number: a one-line error naming the value, exit 2."""
+    a_file = tmp_path / "taken.txt"
+    a_file.write_text("x")
+    assert run("collect", "--episodes", "2", "--out", str(tmp_path / "e")).returncode == 0
+    assert run("branch", "--experts", str(tmp_path / "e"), "--k", "1", "--out", str(tmp_path / "b")).returncode == 0
+    assert run("build", "--method", "il", "--from", str(tmp_path / "b"), "--out", str(tmp_path / "il")).returncode == 0
+    cases = [
+        (("collect", "--episodes", "2", "--out", str(a_file)), "is an existing file"),
+        (("collect", "--episodes", "-1", "--out", str(tmp_path / "e2")), "--episodes must be at least 0"),
+        (("collect", "--episodes", "2", "--out", str(tmp_path / "e"), "--split", "id_test"), "split: 'train' there"),
+        (("branch", "--experts", str(tmp_path / "e"), "--out", str(a_file)), "is an existing file"),
+        (("branch", "--experts", str(tmp_path / "e"), "--k", "3", "--out", str(tmp_path / "b")), "branch.k: 1 there"),
+        (("build", "--method", "il", "--from", str(tmp_path / "b"), "--out", str(a_file)), "is an existing file"),
+        (("train", "--method", "il", "--expert-data", str(tmp_path / "il"), "--out", str(a_file)), "existing file"),
+        (("run", "--preset", "smoke", "--out", str(a_file)), "is an existing file"),
+        (("eval", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "x.json")), "does not exist"),
+        (("eval", "--model", str(tmp_path / "e"), "--out", str(tmp_path / "x.json")), "is not a model folder"),
+        (("eval", "--model", "random", "--episodes", "-1", "--out", str(tmp_path / "x.json")), "at least 1, got -1"),
+        (("eval", "--model", "random", "--episodes", "1", "--out", str(tmp_path)), "is a directory"),
+    ]
+    for args, message in cases:
+        r = run(*args)
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr[-600:])
+        assert len(r.stderr.strip().splitlines()) == 1 and not r.stdout.strip(), (args, r.stdout, r.stderr)
+    assert not (tmp_path / "e2").exists() and not (tmp_path / "x.json").exists()
+
+
+def test_eval_uses_what_run_uses_on_the_environment(tmp_path: Path) -> None:
+    """`eval` and `run` give one model the same numbers: household's 20-step limit, not a generic one."""
+    r = run("eval", "--model", "random", "--episodes", "2", "--out", str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stderr
+    episodes = json.loads((tmp_path / "r.json").read_text())["episodes"]
+    assert [e["steps"] for e in episodes] == [20, 20]  # random never wins; it stops at the limit
 
 
 def test_check_command() -> None:
@@ -137,8 +174,8 @@ def test_run_smoke_preset_end_to_end(tmp_path: Path) -> None:
             cell = results["results"][method][split]
             assert cell["episodes"] == 3 and 0 <= cell["ci_low"] <= cell["success"] <= cell["ci_high"] <= 1
     assert (tmp_path / "run" / "results.png").read_bytes()[:4] == b"\x89PNG"
-    assert "IWM" in r.stdout and "ood_test" in r.stdout and "Difference from IL" in r.stdout
-    assert "train 3 models: 0/" in r.stdout and "evaluate 4 agents: 24/24 (100%)" in r.stdout  # lines off a TTY
+    assert "IWM" in r.stdout and "ood_test" in r.stdout and "minus IL" in r.stdout and max(map(len, r.stdout.splitlines())) <= 100
+    assert "train 3 models: " in r.stdout and "evaluate 4 agents: 24/24 (100%)" in r.stdout  # lines off a TTY
     assert set(results["versus_il"]) == {"iwm", "sr"} and results["versus_il"]["sr"]["id_test"]["episodes"] == 3
     for stage in ("experts", "branches", "data/il", "data/iwm", "data/sr", "train/il-seed0", "train/sr-seed0"):
         assert (tmp_path / "run" / stage / "manifest.json").exists(), stage
@@ -196,7 +233,8 @@ def test_run_refuses_several_processes(tmp_path: Path) -> None:
 def test_progress_off_a_terminal_is_printed_as_lines(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    """Redirected to a log, a rich bar draws nothing: lines at the start, as time passes, and at the end."""
+    """Redirected to a log, a rich bar draws nothing: lines at the first unit done, as time passes, and at the
+    end; nothing before any work is done."""
     from firsthand import cli
 
     monkeypatch.setattr(cli, "PROGRESS_LINE_SECONDS", 0.0)  # a line at every advance
@@ -205,8 +243,10 @@ def test_progress_off_a_terminal_is_printed_as_lines(
         advance(2)
     lines = capsys.readouterr().out.splitlines()
     assert [line.rsplit(" ", 1)[0] for line in lines] == [
-        "train il seed 0: 0/4 (0%)",
         "train il seed 0: 1/4 (25%)",
         "train il seed 0: 3/4 (75%)",
         "train il seed 0: 4/4 (100%)",
     ]
+    with pytest.raises(ValueError), cli._progress("collect", 4):
+        raise ValueError("bad input")  # refused before any work: no line
+    assert capsys.readouterr().out == ""

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from firsthand import InvalidInputError, ReplayError, UnknownNameError, make
-from firsthand.artifacts import load_trajectories
+from firsthand.artifacts import load_trajectories, read_jsonl
 from firsthand.replay import replay
 from firsthand.stages.collect import collect
 
@@ -93,6 +93,33 @@ def test_replay_rejects_actions_after_the_end() -> None:
 def test_resume_refuses_a_different_configuration(tmp_path: Path) -> None:
     collect("household", "train", 3, tmp_path / "e")
     (tmp_path / "e" / "manifest.json").unlink()  # pretend it was interrupted
-    with pytest.raises(InvalidInputError, match="different configuration.*episodes"):
+    with pytest.raises(InvalidInputError, match="unfinished run with other settings.*episodes"):
         collect("household", "train", 4, tmp_path / "e")
     assert not (tmp_path / "e" / "manifest.json").exists()
+
+
+def test_a_finished_stage_is_not_reused_with_other_settings(tmp_path: Path) -> None:
+    first = collect("household", "train", 3, tmp_path / "e")
+    with pytest.raises(InvalidInputError, match="finished collect stage.*episodes: 3 there, 5 now"):
+        collect("household", "train", 5, tmp_path / "e")
+    with pytest.raises(InvalidInputError, match="split: 'train' there, 'id_test' now"):
+        collect("household", "id_test", 3, tmp_path / "e")
+    assert collect("household", "train", 3, tmp_path / "e") == first  # the same settings reuse it
+
+
+def test_negative_episodes_are_refused_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="--episodes must be at least 0.*-1"):
+        collect("household", "train", -1, tmp_path / "e")
+    assert not (tmp_path / "e").exists()
+
+
+def test_a_damaged_shard_is_named_when_read(tmp_path: Path) -> None:
+    collect("household", "train", 4, tmp_path / "e", shard_size=2)
+    shard = tmp_path / "e" / "trajectories-00001.jsonl"
+    lines = shard.read_text().splitlines(keepends=True)
+    shard.write_text(lines[0])  # cut at a line boundary: still valid JSONL, one record short
+    with pytest.raises(InvalidInputError, match="trajectories-00001.jsonl.*differs from what the collect stage wrote"):
+        load_trajectories(tmp_path / "e")
+    shard.write_text(lines[0] + lines[1][:40] + "\n")  # cut inside a line
+    with pytest.raises(InvalidInputError, match="trajectories-00001.jsonl' line 2 is not valid JSON"):
+        list(read_jsonl(shard))

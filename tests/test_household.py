@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import pytest
 
-from env_contract import EnvContract
 from firsthand import InvalidInputError, make
 from firsthand.envs.household import TASK_TYPES, generate
 from firsthand.envs.household.env import NOTHING
 from firsthand.envs.household.world import held_out, kind_of
 from firsthand.replay import replay
+from firsthand.testing import EnvContract
 
 
 class TestHouseholdContract(EnvContract):

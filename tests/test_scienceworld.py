@@ -12,7 +12,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from env_contract import EnvContract
 from firsthand import InvalidInputError, NoExpertError, make
 from firsthand.envs.scienceworld import (
     LONG_TASK_TYPES,
@@ -24,6 +23,7 @@ from firsthand.envs.scienceworld import (
     split_variations,
 )
 from firsthand.replay import replay
+from firsthand.testing import EnvContract
 
 SHORT = "identify-life-stages-2:1"  # 14 expert steps; its rooms list animals in random order without the fix
 

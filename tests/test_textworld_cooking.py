@@ -15,7 +15,6 @@ from itertools import pairwise
 import pytest
 from textworld.challenges.tw_cooking.cooking import FOOD_PREPARATIONS_SPLITS
 
-from env_contract import EnvContract
 from firsthand import SPLITS, InvalidInputError, make
 from firsthand.envs.textworld_cooking import (
     SEED_BASE,
@@ -31,6 +30,7 @@ from firsthand.inference import RandomAgent
 from firsthand.replay import replay
 from firsthand.stages.collect import collect
 from firsthand.stages.evaluate import run_episodes
+from firsthand.testing import EnvContract
 
 TASKS = [f"{split}-{i}" for split in SPLITS for i in range(3)]
 

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 import pytest
 import textworld_express
 
-from env_contract import EnvContract
 from firsthand import InvalidInputError, NoExpertError, UnknownNameError, make
 from firsthand.contract import normalize
 from firsthand.envs.textworld_express import (
@@ -18,6 +17,7 @@ from firsthand.envs.textworld_express import (
     parse_task,
 )
 from firsthand.replay import replay
+from firsthand.testing import EnvContract
 
 
 class TestTextWorldExpressContract(EnvContract):

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from firsthand.artifacts import load_records
+from firsthand.contract import InvalidInputError
 from firsthand.inference import ModelAgent, RandomAgent
 from firsthand.models import TinyConfig, create_tiny
 from firsthand.registry import make
@@ -63,6 +64,21 @@ def test_iwm_resumes_after_its_first_stage(data: dict[str, Path], tmp_path: Path
     assert again["count"] == first["count"] and (tmp_path / "run" / "model" / "config.json").exists()
 
 
+def test_a_train_manifest_hashes_the_weights_and_is_the_same_in_any_folder(
+    data: dict[str, Path], tmp_path: Path
+) -> None:
+    config = TrainConfig(epochs=1, batch_size=8)
+    first = train("il", data, _tiny(data, tmp_path / "a" / "base"), tmp_path / "a" / "run", config)
+    assert "model/model.safetensors" in first["files"] and first["model"] == "model"
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # a copied run folder is the same finished run
+    assert train("il", data, tmp_path / "b" / "base", tmp_path / "b" / "run", config) == first
+    shutil.copytree(tmp_path / "a" / "base", tmp_path / "c" / "base")  # trained again elsewhere: same hash
+    again = train("il", data, tmp_path / "c" / "base", tmp_path / "c" / "run", config)
+    assert again["content_hash"] == first["content_hash"]
+    with pytest.raises(InvalidInputError, match="finished train stage.*train.epochs: 1 there, 2 now"):
+        train("il", data, tmp_path / "a" / "base", tmp_path / "a" / "run", TrainConfig(epochs=2, batch_size=8))
+
+
 def test_the_model_carries_its_prompt_settings_and_progress_is_reported(data: dict[str, Path], tmp_path: Path) -> None:
     from contextlib import contextmanager
 
@@ -79,7 +95,7 @@ def test_the_model_carries_its_prompt_settings_and_progress_is_reported(data: di
     manifest = train("il", data, _tiny(data, tmp_path / "base"), tmp_path / "run", TrainConfig(epochs=1, batch_size=8),
                      progress=progress)  # fmt: skip
     built = read_manifest(data["il"], "build")["config"]["prompt"]
-    assert read_model_prompt(Path(manifest["model"])) == PromptConfig(**built)
+    assert read_model_prompt(tmp_path / "run" / manifest["model"]) == PromptConfig(**built)
     (total, *steps) = bars["train il seed 0"]
     assert total == manifest["count"] == sum(steps)
 
@@ -243,7 +259,12 @@ def test_tiny_model_learns_to_beat_random_on_train_tasks(tmp_path: Path) -> None
     tasks = make("household", "train").tasks(10)
     trained = summarize(
         run_episodes(
-            "household", "train", tasks, ModelAgent.from_path(Path(manifest["model"])), prompt=prompt, max_steps=12
+            "household",
+            "train",
+            tasks,
+            ModelAgent.from_path(tmp_path / "run" / manifest["model"]),
+            prompt=prompt,
+            max_steps=12,
         )
     )
     random_agent = summarize(run_episodes("household", "train", tasks, RandomAgent(0), prompt=prompt, max_steps=12))
@@ -253,7 +274,7 @@ def test_tiny_model_learns_to_beat_random_on_train_tasks(tmp_path: Path) -> None
     # answers 34 prompts that way exactly as it answers each alone.
     from firsthand.inference import length_groups
 
-    agent = ModelAgent.from_path(Path(manifest["model"]), max_new_tokens=24)
+    agent = ModelAgent.from_path(tmp_path / "run" / manifest["model"], max_new_tokens=24)
     inputs = _inputs_at_various_states("train", 34, prompt)
     lengths = [len(agent.tokenizer(agent.render(x.prompt))["input_ids"]) for x in inputs]
     assert len(length_groups(lengths, agent.max_new_tokens)) == 2
@@ -335,3 +356,16 @@ def test_batch_must_split_over_the_processes(data: dict[str, Path], tmp_path: Pa
     with pytest.raises(InvalidInputError, match="batch_size 4 does not split over 3 processes"):
         train("il", data, tmp_path / "unused", tmp_path / "run", TrainConfig(batch_size=4))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_model_without_its_prompt_settings_is_refused_unless_the_prompt_is_chosen(
+    data: dict[str, Path], tmp_path: Path
+) -> None:
+    from firsthand.prompts import PromptConfig
+    from firsthand.stages.evaluate import model_prompt, thinks
+
+    base = _tiny(data, tmp_path / "base")  # a model folder that `firsthand train` did not write
+    with pytest.raises(InvalidInputError, match="does not carry the prompt settings.*--history N"):
+        model_prompt(base)
+    assert model_prompt(base, history=3) == PromptConfig(history=3)
+    assert not thinks(base)

@@ -3,10 +3,13 @@
 Every stage writes its output directory as a set of shard files plus ``manifest.json``::
 
     {"stage": "branch", "count": 7312, "config": {...}, "versions": {...},
-     "content_hash": "sha256:...", "files": ["shard-00000.jsonl", ...], "created": "..."}
+     "content_hash": "sha256:...", "files": ["shard-00000.jsonl", ...],
+     "file_hashes": {"shard-00000.jsonl": "sha256:...", ...}, "created": "..."}
 
-A stage whose manifest exists is complete; a stage without one is resumed shard by shard, since
-each shard is written to a temporary name and renamed into place only once it is whole.
+A stage whose manifest exists is complete, and is reused only by a call with the same config (paths in a
+config are relative to the stage directory, so a run folder can be moved or copied whole); a stage without
+one is resumed shard by shard, since each shard is written to a temporary name and renamed into place only
+once it is whole. Readers check every file against the manifest's hashes before using it.
 """
 
 from __future__ import annotations
@@ -66,20 +69,47 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """Yield the records of a JSONL file written by firsthand (blank lines skipped)."""
     with open(path, encoding="utf-8") as f:
-        for line in f:
+        for lineno, line in enumerate(f, start=1):
             if line.strip():
-                yield json.loads(line)
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise InvalidInputError(
+                        f"{str(path)!r} line {lineno} is not valid JSON ({e.msg}, column {e.colno}): the file is "
+                        f"damaged; run the stage that wrote it again into a new --out"
+                    ) from None
 
 
-def content_hash(paths: Iterable[Path]) -> str:
-    """sha256 over the bytes of `paths` in sorted name order: equal outputs give equal hashes."""
+def file_hash(path: Path) -> str:
     h = hashlib.sha256()
-    for p in sorted(paths, key=lambda p: p.name):
-        h.update(p.name.encode())
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
     return "sha256:" + h.hexdigest()
+
+
+def content_hash(root: Path, names: Iterable[str]) -> str:
+    """sha256 over the names (relative to `root`) and bytes of files, in sorted name order: equal outputs give
+    equal hashes wherever the folder lies."""
+    h = hashlib.sha256()
+    for name in sorted(names):
+        h.update(name.encode())
+        h.update(file_hash(Path(root) / name).encode())
+    return "sha256:" + h.hexdigest()
+
+
+def model_hash(folder: Path) -> str:
+    """content_hash of the files at the top of a model folder (weights, config, tokenizer)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InvalidInputError(f"model folder {str(folder)!r} does not exist")
+    return content_hash(folder, [f.name for f in folder.iterdir() if f.is_file()])
+
+
+def relative(path: Path | str, out: Path) -> str:
+    """`path` as seen from stage directory `out`: what a config records, so that a run folder moved or copied
+    whole (or named from another working directory) keeps the same config."""
+    return os.path.relpath(Path(path).resolve(), Path(out).resolve())
 
 
 def package_versions(extra: Iterable[str] = ()) -> dict[str, str]:
@@ -103,14 +133,16 @@ def write_manifest(
     extra: dict[str, Any] | None = None,
     packages: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """Seal stage directory `out`: hash its `files` and write manifest.json last."""
+    """Seal stage directory `out`: hash its `files` (paths relative to `out`) and write manifest.json last."""
+    hashes = {name: file_hash(out / name) for name in sorted(files)}
     manifest = {
         "stage": stage,
         "count": count,
         "config": config,
         "versions": package_versions(packages),
-        "content_hash": content_hash(out / f for f in files),
+        "content_hash": content_hash(out, files),
         "files": sorted(files),
+        "file_hashes": hashes,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **(extra or {}),
     }
@@ -126,7 +158,10 @@ def read_manifest(directory: Path, stage: str | None = None) -> dict[str, Any]:
             f"{str(directory)!r} has no {MANIFEST}: it is not a finished firsthand stage directory "
             f"(run the stage that produces it, or let an interrupted run finish)"
         )
-    manifest = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InvalidInputError(f"{str(path)!r} is not valid JSON ({e.msg}): the stage directory is damaged") from None
     if stage is not None and manifest.get("stage") != stage:
         raise InvalidInputError(
             f"{str(directory)!r} holds the output of stage {manifest.get('stage')!r}, but a {stage!r} directory "
@@ -135,19 +170,112 @@ def read_manifest(directory: Path, stage: str | None = None) -> dict[str, Any]:
     return manifest
 
 
+def verified_manifest(directory: Path, stage: str) -> dict[str, Any]:
+    """`read_manifest`, after checking that every file it lists is on disk with the bytes it had when the
+    stage finished (a cut or edited shard is named, never read silently)."""
+    directory = Path(directory)
+    manifest = read_manifest(directory, stage)
+    for name in manifest["files"]:
+        if not (directory / name).is_file():
+            raise InvalidInputError(
+                f"{str(directory / name)!r} is listed in {str(directory / MANIFEST)!r} but missing: run the "
+                f"{stage} stage again into a new --out"
+            )
+    hashes = manifest.get("file_hashes")
+    if hashes is None:  # manifests written before per-file hashes: the combined hash of the same files
+        if _legacy_content_hash(directory, manifest["files"]) != manifest["content_hash"]:
+            raise InvalidInputError(
+                f"the files of {str(directory)!r} differ from its manifest's content hash: some file was changed "
+                f"after the {stage} stage finished; run it again into a new --out"
+            )
+        return manifest
+    for name, expected in hashes.items():
+        if file_hash(directory / name) != expected:
+            raise InvalidInputError(
+                f"{str(directory / name)!r} differs from what the {stage} stage wrote (its hash is not the one in "
+                f"{MANIFEST}): the file was cut or edited; run the stage again into a new --out"
+            )
+    return manifest
+
+
+def _legacy_content_hash(directory: Path, names: Iterable[str]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(names, key=lambda n: Path(n).name):
+        h.update(Path(name).name.encode())
+        with open(directory / name, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def check_output_dir(out: Path) -> None:
+    """Refuse an output folder that is an existing file, before any work is done."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise InvalidInputError(f"--out {str(out)!r} is an existing file; give a folder to write the stage into")
+
+
+def finished(out: Path, stage: str, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest of `stage` in `out` when it finished with `config`; None when it has not finished.
+
+    A finished stage with other settings is refused, naming what differs: reusing it would label old data
+    with new settings.
+    """
+    out = Path(out)
+    check_output_dir(out)
+    if not (out / MANIFEST).exists():
+        return None
+    manifest = read_manifest(out, stage)
+    old = json.loads(json.dumps(manifest["config"]))
+    new = json.loads(json.dumps(config))  # tuples as lists, as they were written
+    if old != new:
+        changed = "; ".join(f"{key}: {a!r} there, {b!r} now" for key, a, b in config_differences(old, new))
+        raise InvalidInputError(
+            f"{str(out)!r} already holds a finished {stage} stage made with other settings ({changed}); run with "
+            f"the same settings to reuse it, or choose another --out"
+        )
+    return manifest
+
+
+def check_config(out: Path, config: dict[str, Any]) -> None:
+    """Record `config` in out/config.json, or check that a resumed (unfinished) stage uses the same one."""
+    path = Path(out) / "config.json"
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        new = json.loads(json.dumps(config))
+        if old != new:
+            changed = ", ".join(key for key, _, _ in config_differences(old, new))
+            raise InvalidInputError(
+                f"{str(out)!r} holds an unfinished run with other settings (differs in: {changed}); resume it "
+                f"with the same settings, or choose another --out"
+            )
+    else:
+        write_json_atomic(path, config)
+
+
+def config_differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, old value, new value) for every setting that differs between two configs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            diff
+            for key in sorted(set(old) | set(new))
+            for diff in config_differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        ]
+    return [] if old == new else [(prefix.rstrip("."), old, new)]
+
+
 # ------------------------------------------------------------------------------------------------
 # Readers, one per stage format (each beside the writer's conventions above)
 # ------------------------------------------------------------------------------------------------
 def load_trajectories(directory: Path) -> list[Trajectory]:
     """Read the trajectories of a finished collect directory, in order."""
-    manifest = read_manifest(Path(directory), "collect")
+    manifest = verified_manifest(Path(directory), "collect")
     return [Trajectory.from_dict(r) for name in manifest["files"] for r in read_jsonl(Path(directory) / name)]
 
 
 def load_branches(directory: Path) -> tuple[list[Trajectory], list[Branch]]:
     """Read a finished branch directory: the expert trajectories and their Branch records, in order."""
     directory = Path(directory)
-    manifest = read_manifest(directory, "branch")
+    manifest = verified_manifest(directory, "branch")
     trajectories = [Trajectory.from_dict(r) for r in read_jsonl(directory / "trajectories.jsonl")]
     branches = [
         Branch.from_dict(r)
@@ -160,7 +288,7 @@ def load_branches(directory: Path) -> tuple[list[Trajectory], list[Branch]]:
 
 def load_records(directory: Path) -> list[dict[str, Any]]:
     """The prompt/completion records of a finished build directory."""
-    read_manifest(Path(directory), "build")
+    verified_manifest(Path(directory), "build")
     return list(read_jsonl(Path(directory) / "data.jsonl"))
 
 

@@ -26,14 +26,22 @@ app = typer.Typer(
 
 
 def _setup_logging(verbose: bool) -> None:
+    """Log records go to stderr: rich's handler on a terminal, one plain line each elsewhere (a log file is
+    searched with grep; rich would wrap it at 80 columns)."""
+    import sys
+
+    from rich.console import Console
     from rich.logging import RichHandler
 
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(message)s",
-        handlers=[RichHandler(show_path=False, show_time=False)],
-        force=True,
-    )
+    console = Console(stderr=True)
+    handler: logging.Handler
+    if console.is_terminal:
+        handler = RichHandler(console=console, show_path=False, show_time=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler], force=True)
 
 
 PROGRESS_LINE_SECONDS = 30.0
@@ -42,7 +50,10 @@ PROGRESS_LINE_SECONDS = 30.0
 
 @contextmanager
 def _progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
-    """A progress bar on a terminal, progress lines elsewhere (only the CLI draws them); yields `advance(n)`."""
+    """A progress bar on a terminal, progress lines elsewhere (only the CLI draws them); yields `advance(n)`.
+
+    Nothing is drawn before the first unit of work is done: a stage that refuses its input says so alone.
+    """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -51,18 +62,33 @@ def _progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
             yield advance
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, transient=False) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda n: progress.advance(task, n)
-        progress.update(task, completed=total)  # the stage is done (all of it, when resumed from its files)
+    bar = Progress(*columns, transient=False)
+    task = None
+
+    def advance(n: int) -> None:
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task(description, total=total)
+        bar.advance(task, n)
+
+    try:
+        yield advance
+        advance(0)
+        bar.update(task, completed=total)  # the stage is done (all of it, when resumed from its files)
+    finally:
+        if task is not None:
+            bar.stop()
 
 
 @contextmanager
 def _progress_lines(description: str, total: int) -> Iterator[Callable[[int], None]]:
-    """`description: done/total (pct) elapsed` at the start, every PROGRESS_LINE_SECONDS, and at the end."""
+    """`description: done/total (pct) elapsed` at the first unit done, every PROGRESS_LINE_SECONDS, and at the
+    end."""
     import time
 
-    start = last = time.monotonic()
+    start = time.monotonic()
+    last: float | None = None
     done = 0
 
     def line(count: int) -> None:
@@ -73,11 +99,10 @@ def _progress_lines(description: str, total: int) -> Iterator[Callable[[int], No
     def advance(n: int) -> None:
         nonlocal done, last
         done += n
-        if time.monotonic() - last >= PROGRESS_LINE_SECONDS:
+        if last is None or time.monotonic() - last >= PROGRESS_LINE_SECONDS:
             last = time.monotonic()
             line(done)
 
-    line(0)
     yield advance
     line(total)  # the stage is done (all of it, when resumed from its files)
 
@@ -159,11 +184,15 @@ def collect(
     verbose: Verbose = False,
 ) -> None:
     """Collect expert trajectories (or import demonstrations), each verified by replay."""
+    from firsthand.artifacts import check_output_dir
     from firsthand.registry import opened
+    from firsthand.stages.collect import check_arguments
     from firsthand.stages.collect import collect as run_collect
 
     _setup_logging(verbose)
     with _errors():
+        check_output_dir(out)
+        check_arguments(episodes, source)
         with opened(env, split):  # fail on a bad name before drawing anything
             pass
         total = episodes
@@ -191,12 +220,13 @@ def branch(
     verbose: Verbose = False,
 ) -> None:
     """Branch at every expert state: execute K alternatives and record what really happened."""
-    from firsthand.artifacts import read_manifest
+    from firsthand.artifacts import check_output_dir, read_manifest
     from firsthand.stages.branch import branch as run_branch
 
     _setup_logging(verbose)
     with _errors():
         config.validate()
+        check_output_dir(out)
         total = read_manifest(experts, "collect")["count"]
         with _progress("branch", total) as advance:
             manifest = run_branch(experts, out, config, model=model, workers=workers, on_progress=advance)
@@ -236,7 +266,7 @@ def train(
     verbose: Verbose = False,
 ) -> None:
     """Train with IL, IWM (world model, then IL), SR (reflections + expert) or IWM+SR, under a budget rule."""
-    from firsthand.artifacts import read_manifest
+    from firsthand.artifacts import check_output_dir, read_manifest
     from firsthand.device import is_main_process, main_process_first
     from firsthand.models import TinyConfig, starting_model
     from firsthand.progress import no_progress
@@ -245,6 +275,7 @@ def train(
 
     _setup_logging(verbose)
     with _errors():
+        check_output_dir(out)
         own = {read_manifest(d, "build")["config"]["method"]: d for d in data or []}  # each names its method
         datasets = {**own, "il": expert_data}
         check_data(method, datasets)  # before any model is built
@@ -254,7 +285,7 @@ def train(
         progress = _progress if is_main_process() else no_progress  # one bar, not one per process
         manifest = run_train(method, datasets, base, out, config, progress=progress)
     if is_main_process():
-        typer.echo(f"model: {manifest['model']}  ({manifest['count']} optimizer steps)")
+        typer.echo(f"model: {out / manifest['model']}  ({manifest['count']} optimizer steps)")
 
 
 @app.command("eval")
@@ -264,11 +295,18 @@ def evaluate(
     env: Annotated[str, typer.Option(help="Environment name.")] = "household",
     split: Annotated[str, typer.Option(help="Task split.")] = "id_test",
     episodes: Annotated[int, typer.Option(help="Episodes (the split's first N tasks).")] = 100,
-    max_steps: Annotated[int | None, typer.Option(help="Step limit per episode (default: the environment's).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Episodes stepped together (one generate call).")] = 50,
-    max_new_tokens: Annotated[int, typer.Option(help="Generation budget per step.")] = 48,
+    max_steps: Annotated[
+        int | None, typer.Option(help="Step limit per episode (default: what `run` uses on the environment).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Episodes stepped together (one generate call; default: as `run`).")
+    ] = None,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="Generation budget per step (default: as `run`, more for SR models).")
+    ] = None,
     history: Annotated[
-        int | None, typer.Option(help="Past steps in each prompt (default: as the model was trained).")
+        int | None,
+        typer.Option(help="Past steps in each prompt (default: as the model was trained; required for other models)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random agent.")] = 0,
     response_prefix: Annotated[
@@ -276,14 +314,24 @@ def evaluate(
     ] = "",
 ) -> None:
     """Evaluate a model (or the random agent) on a split: success with a 95% Wilson interval."""
+    from firsthand.contract import InvalidInputError
+    from firsthand.pipeline import eval_settings
     from firsthand.stages.evaluate import evaluate as run_evaluate
-    from firsthand.stages.evaluate import make_agent, model_prompt
+    from firsthand.stages.evaluate import make_agent, model_prompt, thinks
 
     with _errors():
-        prompt = model_prompt(model)
-        if history is not None:
-            prompt = replace(prompt, history=history)
-        agent = make_agent(model, max_new_tokens=max_new_tokens, response_prefix=response_prefix, seed=seed)
+        if episodes < 1:
+            raise InvalidInputError(f"--episodes must be at least 1, got {episodes!r}")
+        if out.is_dir():
+            raise InvalidInputError(f"--out {str(out)!r} is a directory; give the path of a JSON file to write")
+        prompt = model_prompt(model, history)
+        defaults = eval_settings(env, thinks=thinks(model))
+        agent = make_agent(
+            model,
+            max_new_tokens=defaults["max_new_tokens"] if max_new_tokens is None else max_new_tokens,
+            response_prefix=response_prefix,
+            seed=seed,
+        )
         summary = run_evaluate(
             agent,
             env,
@@ -291,8 +339,8 @@ def evaluate(
             episodes,
             out,
             prompt=prompt,
-            max_steps=max_steps,
-            batch_size=batch_size,
+            max_steps=defaults["max_steps"] if max_steps is None else max_steps,
+            batch_size=defaults["batch_size"] if batch_size is None else batch_size,
             labels={"model": model, "env": env},
             progress=_progress,
         )
@@ -362,13 +410,13 @@ def run(
         )
         if walk_steps is not None:
             chosen = replace(chosen, tiny=replace(chosen.tiny, walk_steps=walk_steps))
-        out = out or Path("runs") / (chosen.name if chosen.env == "household" else f"{chosen.name}-{chosen.env}")
+        env_label = Path(chosen.env.rpartition(":")[0]).stem if ":" in chosen.env else chosen.env  # a factory spec
+        out = out or Path("runs") / (chosen.name if chosen.env == "household" else f"{chosen.name}-{env_label}")
         run_pipeline(chosen, out, _progress)
-    from rich.console import Console
-    from rich.markdown import Markdown
+    from firsthand.stages.report import terminal_summary
 
-    Console().print(Markdown((out / "results.md").read_text(encoding="utf-8")))
-    typer.echo(f"results: {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}")
+    typer.echo(terminal_summary(json.loads((out / "results.json").read_text(encoding="utf-8"))))
+    typer.echo(f"every table: {out / 'results.md'}; plot: {out / 'results.png'}; data: {out / 'results.json'}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,6 +20,7 @@ from typing import Any
 
 from firsthand.contract import InvalidInputError
 from firsthand.progress import Progress, no_progress
+from firsthand.registry import portable, restore
 
 
 @dataclass
@@ -64,7 +65,9 @@ def run_jobs(jobs: list[Job], description: str, *, workers: int = 1, progress: P
         threads = max(1, (os.cpu_count() or 1) // workers)
         with mp.get_context("spawn").Manager() as manager:
             counts = manager.Queue()
-            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            spawn = mp.get_context("spawn")
+            pool = ProcessPoolExecutor(workers, mp_context=spawn, initializer=restore, initargs=(portable(),))
+            with pool:
                 longest_first = sorted(range(len(jobs)), key=lambda i: -jobs[i].cost)
                 futures = {pool.submit(_run, jobs[i], threads, counts): i for i in longest_first}
                 try:

@@ -380,8 +380,22 @@ def starting_model(
         return create_tiny(texts, folder, config, env=env, on_step=advance)
 
 
+def check_model_folder(path: Path | str) -> None:
+    """Refuse a path that is not a local model folder, naming it (nothing is ever fetched from a hub)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise InvalidInputError(f"model folder {str(path)!r} does not exist (nothing is fetched from a hub)")
+    config = path / "config.json"
+    if not config.is_file() or '"model_type"' not in config.read_text(encoding="utf-8", errors="replace"):
+        raise InvalidInputError(
+            f"{str(path)!r} is not a model folder (no config.json with a model_type): give the model/ folder of a "
+            f"`firsthand train` run, or a Hugging Face model saved with save_pretrained"
+        )
+
+
 def load(path: Path, *, for_training: bool = False) -> tuple[Any, Any]:
     """(model, tokenizer) from a local folder; the tokenizer pads on the left for batched generation."""
+    check_model_folder(path)
     require_training_stack()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

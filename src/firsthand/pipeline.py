@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from firsthand.artifacts import load_records, write_json_atomic
+from firsthand.artifacts import check_output_dir, load_records, write_json_atomic
 from firsthand.contract import METHODS, InvalidInputError, UnknownNameError
 from firsthand.inference import Agent
 from firsthand.jobs import Job, default_workers, run_jobs
@@ -59,8 +59,8 @@ class Preset:
     compute_control: bool = False
     """Also train IL for as many optimizer steps as the longest method of the seed ("IL, equal compute"),
     so that more steps and early experience can be told apart."""
-    max_steps: int = 20
-    """Step limit of evaluation episodes (the expert needs at most 10)."""
+    max_steps: int | None = None
+    """Step limit of evaluation episodes (None: the adapter's `default_max_steps`)."""
     eval_batch_size: int = 50
     max_new_tokens: int = 24
     """Generation budget per step for IL/IWM; SR gets `sr_max_new_tokens` for its thought."""
@@ -111,6 +111,7 @@ ENV_SETTINGS: dict[str, dict[str, Any]] = {
     # The quickstart's calibration (docs/calibration.md): 300 demonstrations x 6 epochs is the most IL
     # training that keeps `make run` within 15 minutes here.
     "household": dict(
+        max_steps=20,  # the expert needs at most 10
         train_episodes=300,
         train=TrainConfig(epochs=6, batch_size=4, learning_rate=1e-3),
         # Every past action in the prompt: IL's success unchanged, its `go to` loops gone (docs/results.md).
@@ -155,6 +156,12 @@ def get_preset(name: str, **overrides: Any) -> Preset:
         if not overrides["seeds"] or len(set(overrides["seeds"])) != len(overrides["seeds"]):
             raise InvalidInputError(f"seeds must be distinct and at least one, got {list(overrides['seeds'])!r}")
     preset = replace(PRESETS[name], **overrides)
+    if preset.env not in ENV_SETTINGS:
+        log.warning(
+            "environment %r has no settings in firsthand.pipeline.ENV_SETTINGS: the generic ones apply (step limit: "
+            "the adapter's default_max_steps; prompt: the last 2 steps); choose others with run's options",
+            preset.env,
+        )
     # An environment's settings replace generic defaults only: a preset's own choice (smoke's 4-step
     # episodes) and explicit overrides stand.
     generic = Preset(name=preset.name)
@@ -166,9 +173,22 @@ def get_preset(name: str, **overrides: Any) -> Preset:
     return replace(preset, **settings)
 
 
+def eval_settings(env: str, thinks: bool = False) -> dict[str, Any]:
+    """What `run` evaluates with on `env` (step limit, generation budget, batch): `firsthand eval`'s defaults,
+    so that both commands give the same numbers for the same model. `thinks`: an SR model, which writes a
+    thought before its action."""
+    preset = get_preset("quickstart", env=env)
+    return {
+        "max_steps": preset.max_steps,
+        "max_new_tokens": preset.sr_max_new_tokens if thinks else preset.max_new_tokens,
+        "batch_size": preset.eval_batch_size,
+    }
+
+
 def run(preset: Preset, out: Path, progress: Progress = no_progress) -> dict[str, Any]:
     """Run every stage of `preset` into `out`; return the results (also written to results.json)."""
     out = Path(out)
+    check_output_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     preset_path = out / "preset.json"
     resolved = json.loads(json.dumps(asdict(preset)))
@@ -221,7 +241,7 @@ def run(preset: Preset, out: Path, progress: Progress = no_progress) -> dict[str
             )
         for (label, run_seed, *_), manifest in zip(runs, manifests, strict=True):
             if run_seed == seed:
-                model = Path(manifest["model"])
+                model = out / "train" / f"{label}-seed{seed}" / manifest["model"]
                 args = (preset, out, label, seed, model, _compute(manifest))
                 evals.append(Job(_evaluate, args, total=episodes, cost=_new_tokens(preset, label)))
         evals.append(Job(_evaluate, (preset, out, "random", seed, None), total=episodes))

@@ -1,34 +1,118 @@
 """The environment registry: `make("household", split="train")`.
 
 Adapters register a factory under a name; factories import their backend lazily so that listing
-environments (or `firsthand --help`) never imports an optional package.
+environments (or `firsthand --help`) never imports an optional package. An environment can be named three
+ways: a name registered in this process (`register`), a name an installed package declares in the entry-point
+group ``firsthand.envs``, or a factory spec, ``package.module:factory`` or ``path/to/file.py:factory``.
+Worker processes are spawned, not forked, so they rebuild the registry: `portable()` is what the parent
+hands them and `restore` what they run first.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import pickle
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from firsthand.contract import SPLITS, DependencyNotInstalled, Env, InvalidInputError, UnknownNameError
 
+ENTRY_POINT_GROUP = "firsthand.envs"
+"""Installed packages declare environments here: ``[project.entry-points."firsthand.envs"] my-env =
+"my_package.env:make_env"``."""
+
 _REGISTRY: dict[str, Callable[..., Env]] = {}
+_FOUND: set[str] = set()
+"""Names resolved from a spec or an entry point: any process resolves them again by the same name."""
 
 
 def register(name: str, factory: Callable[..., Env]) -> None:
-    """Register `factory(split=..., **kwargs)` under `name` (replacing any earlier one)."""
+    """Register `factory(split=..., **kwargs)` under `name` (replacing any earlier one).
+
+    The factory is called as ``factory(split="train", max_steps=None or an int, **env_kwargs)`` and returns a
+    `firsthand.Env`. Define it at a module's top level, so that worker processes can import it.
+    """
     _REGISTRY[name] = factory
+    _FOUND.discard(name)
 
 
 def names() -> list[str]:
-    """Registered environment names, sorted."""
-    return sorted(_REGISTRY)
+    """Registered environment names and those installed packages declare, sorted."""
+    declared = {ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    return sorted(set(_REGISTRY) | declared)
+
+
+def _resolve(name: str) -> Callable[..., Env] | None:
+    """The factory a spec (`module:factory`, `file.py:factory`) or an entry point names; None if neither."""
+    if ":" in name:
+        module_name, _, attribute = name.rpartition(":")
+        try:
+            if module_name.endswith(".py"):
+                path = Path(module_name)
+                if not path.is_file():
+                    raise InvalidInputError(f"environment file {module_name!r} (from {name!r}) does not exist")
+                key = f"firsthand_user_env_{abs(hash(str(path.resolve())))}"
+                module = sys.modules.get(key)
+                if module is None:
+                    spec = importlib.util.spec_from_file_location(key, path)
+                    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+                    sys.modules[key] = module
+                    spec.loader.exec_module(module)  # type: ignore[union-attr]
+            else:
+                if "" not in sys.path:  # a module beside the user, as `python -m` would find it
+                    sys.path.insert(0, "")
+                module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            raise InvalidInputError(
+                f"environment {name!r}: cannot import {module_name!r} ({e}); give an importable module or a "
+                f"path to a .py file before the colon"
+            ) from None
+        factory = getattr(module, attribute, None)
+        if not callable(factory):
+            raise InvalidInputError(f"environment {name!r}: {module_name!r} has no callable {attribute!r}")
+        return factory
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            return ep.load()
+    return None
+
+
+def portable() -> dict[str, Any]:
+    """What a spawned worker needs to rebuild this process's registrations: factories registered here by
+    code the worker does not run (a script's `register` call), by reference."""
+    moved = {name: f for name, f in _REGISTRY.items() if name not in _BUILTIN and name not in _FOUND}
+    try:
+        pickle.dumps(moved)
+    except (pickle.PicklingError, AttributeError, TypeError) as e:
+        raise InvalidInputError(
+            f"an environment factory registered in this process cannot be sent to worker processes ({e}); "
+            f"define it at the top level of a module (not a lambda or a nested function), or use one worker"
+        ) from None
+    return moved
+
+
+def restore(moved: dict[str, Any]) -> None:
+    """In a worker process: register what the parent's `portable()` sent."""
+    for name, factory in moved.items():
+        register(name, factory)
 
 
 def make(name: str, split: str = "train", **kwargs: Any) -> Env:
     """Create environment `name` on task split `split` ("train", "id_test" or "ood_test")."""
     if name not in _REGISTRY:
-        raise UnknownNameError(f"unknown environment {name!r}; registered environments: {', '.join(names())}")
+        factory = _resolve(name)
+        if factory is None:
+            raise UnknownNameError(
+                f"unknown environment {name!r}; registered environments: {', '.join(names())} (or name a factory "
+                f"as package.module:factory or path/to/file.py:factory; docs/adapters.md)"
+            )
+        _REGISTRY[name] = factory
+        _FOUND.add(name)
     if split not in SPLITS:
         raise UnknownNameError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     env = _REGISTRY[name](split=split, **kwargs)
@@ -94,3 +178,5 @@ for _name, _module, _cls, _package, _install in (
     ),
 ):
     register(_name, _lazy(_module, _cls, _install, _package))
+
+_BUILTIN = frozenset(_REGISTRY)

@@ -18,8 +18,9 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from firsthand.artifacts import write_json_atomic, write_jsonl_atomic
+from firsthand.artifacts import check_config, write_json_atomic, write_jsonl_atomic
 from firsthand.contract import InvalidInputError
+from firsthand.registry import portable, restore
 
 log = logging.getLogger(__name__)
 
@@ -29,21 +30,6 @@ ShardFn = Callable[[Sequence[Any], dict[str, Any]], tuple[list[dict[str, Any]], 
 
 def shard_name(prefix: str, index: int) -> str:
     return f"{prefix}-{index:05d}.jsonl"
-
-
-def check_config(out: Path, config: dict[str, Any]) -> None:
-    """Record `config` in out/config.json, or check that a resumed run uses the same one."""
-    path = out / "config.json"
-    if path.exists():
-        old = json.loads(path.read_text(encoding="utf-8"))
-        if old != config:
-            changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
-            raise InvalidInputError(
-                f"{str(out)!r} holds a run with a different configuration (differs in: {', '.join(changed)}); "
-                f"resume with the same settings, or choose another --out"
-            )
-    else:
-        write_json_atomic(path, config)
 
 
 def run_sharded(
@@ -108,7 +94,10 @@ def _run_pool(
     """Run the `pending` shards over `workers` processes, saving each as it finishes (at most 2 per worker
     in flight, so an interruption loses little)."""
     # spawn, not fork: the parent may hold threads (progress bars, torch) that fork would copy.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=mp.get_context("spawn"), initializer=restore, initargs=(portable(),)
+    )
+    with pool:
         futures = {}
         queue = list(pending)
         try:

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from firsthand.artifacts import MANIFEST, load_trajectories, read_manifest, write_jsonl_atomic, write_manifest
+from firsthand.artifacts import finished, load_trajectories, read_manifest, relative, write_jsonl_atomic, write_manifest
 from firsthand.contract import Branch, Env, InvalidInputError, Trajectory, UnknownNameError, normalize
 from firsthand.inference import ActionSampler, ProposalContext
 from firsthand.registry import opened
@@ -284,23 +284,24 @@ def branch(
     """Branch every trajectory of the collect directory `experts` into `out`; return the manifest."""
     out = Path(out)
     config.validate()
-    if (out / MANIFEST).exists():
-        log.info("%s is already complete; skipping branch", out)
-        return read_manifest(out, "branch")
-    make_proposer(config.proposer, _load_sampler(model))  # fail before any work
     source = read_manifest(Path(experts), "collect")
-    trajectories = load_trajectories(Path(experts))
-    if not trajectories:
-        raise InvalidInputError(f"{str(experts)!r} holds no trajectories to branch")
     env, split = source["config"]["env"], source["config"]["split"]
     stage_config = {
         "env": env,
         "split": split,
-        "experts": str(experts),
+        "experts": relative(experts, out),
         "experts_hash": source["content_hash"],
         "model": model,
         "branch": asdict(config),
     }
+    done = finished(out, "branch", stage_config)
+    if done is not None:
+        log.info("%s is already complete; skipping branch", out)
+        return done
+    make_proposer(config.proposer, _load_sampler(model))  # fail before any work
+    trajectories = load_trajectories(Path(experts))
+    if not trajectories:
+        raise InvalidInputError(f"{str(experts)!r} holds no trajectories to branch")
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "trajectories.jsonl").exists():
         write_jsonl_atomic(out / "trajectories.jsonl", (t.to_dict() for t in trajectories))

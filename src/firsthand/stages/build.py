@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firsthand.artifacts import MANIFEST, load_branches, read_manifest, write_jsonl_atomic, write_manifest
+from firsthand.artifacts import finished, load_branches, read_manifest, relative, write_jsonl_atomic, write_manifest
 from firsthand.contract import METHODS, Branch, InvalidInputError, Trajectory, UnknownNameError
 from firsthand.prompts import (
     PromptConfig,
@@ -145,9 +145,17 @@ def build(method: str, branches_dir: Path, out: Path, config: BuildConfig | None
     if config.sr_alternatives < 1:
         raise InvalidInputError(f"sr_alternatives must be at least 1, got {config.sr_alternatives!r}")
     out = Path(out)
-    if (out / MANIFEST).exists():
-        return read_manifest(out, "build")
     source = read_manifest(Path(branches_dir), "branch")
+    stage_config = {
+        "method": method,
+        "branches": relative(branches_dir, out),
+        "branches_hash": source["content_hash"],
+        "env": source["config"]["env"],
+        **asdict(config),
+    }
+    done = finished(out, "build", stage_config)
+    if done is not None:
+        return done
     trajectories, branches = load_branches(Path(branches_dir))
     counters: dict[str, int] = defaultdict(int)
     if method == "il":
@@ -159,13 +167,6 @@ def build(method: str, branches_dir: Path, out: Path, config: BuildConfig | None
     if not records:
         raise InvalidInputError(f"no {method} records could be built from {str(branches_dir)!r}")
     write_records(out, method, records)
-    stage_config = {
-        "method": method,
-        "branches": str(branches_dir),
-        "branches_hash": source["content_hash"],
-        "env": source["config"]["env"],
-        **asdict(config),
-    }
     files = ["data.jsonl", "data.parquet", CHAT_FILES[method]]
     stats = {
         "records": len(records),

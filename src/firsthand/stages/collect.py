@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from firsthand.artifacts import MANIFEST, read_jsonl, read_manifest, write_jsonl_atomic, write_manifest
+from firsthand.artifacts import file_hash, finished, read_jsonl, relative, write_jsonl_atomic, write_manifest
 from firsthand.contract import Env, FirsthandError, InvalidInputError, Trajectory
 from firsthand.registry import opened
 from firsthand.replay import replay
@@ -79,9 +79,9 @@ def _import_lines(env: Env, lines: Sequence[tuple[int, str]]) -> tuple[list[dict
 
 def _import_line(env: Env, lineno: int, text: str) -> Trajectory:
     try:
-        record = json.loads(text)
+        record = json.loads(text.rstrip("\r\n"))  # the newline would move an error at the end to "line 2 column 1"
     except json.JSONDecodeError as e:
-        raise InvalidInputError(f"not valid JSON ({e.msg} at column {e.colno})") from None
+        raise InvalidInputError(f"not valid JSON ({e.msg}, column {e.colno})") from None
     if not isinstance(record, dict) or not isinstance(record.get("task"), str):
         raise InvalidInputError('expected an object with a string "task" and a list "actions" (or "steps")')
     observations = None
@@ -105,6 +105,16 @@ def _import_line(env: Env, lineno: int, text: str) -> Trajectory:
     )
 
 
+def check_arguments(episodes: int, source: Path | None) -> None:
+    """The checks of `collect`'s own arguments, which the CLI makes before drawing a progress bar."""
+    if episodes < 0:
+        raise InvalidInputError(f"--episodes must be at least 0 (0 with --from reads every line), got {episodes!r}")
+    if source is not None and not Path(source).is_file():
+        raise InvalidInputError(f"demonstration file {str(source)!r} does not exist")
+    if source is None and episodes == 0:
+        raise InvalidInputError("--episodes must be at least 1 when running the expert")
+
+
 def collect(
     env: str,
     split: str,
@@ -123,31 +133,28 @@ def collect(
     (`episodes` then caps how many lines are read; 0 reads all).
     """
     out = Path(out)
-    if (out / MANIFEST).exists():
-        log.info("%s is already complete; skipping collect", out)
-        return read_manifest(out, "collect")
-    if episodes < 0:
-        raise InvalidInputError(f"--episodes must be positive, got {episodes!r}")
-    with opened(env, split, **(env_kwargs or {})) as listing:  # validates the names before any work
-        task_list = listing.tasks(episodes) if source is None and episodes > 0 else []
-        if task_list:
-            listing.prepare(task_list)
+    check_arguments(episodes, source)
     config: dict[str, Any] = {
         "env": env,
         "split": split,
         "episodes": episodes,
         "env_kwargs": env_kwargs or {},
-        "source": str(source) if source else None,
+        "source": relative(source, out) if source else None,
+        "source_hash": file_hash(Path(source)) if source else None,
         "shard_size": shard_size,
     }
+    done = finished(out, "collect", config)
+    if done is not None:
+        log.info("%s is already complete; skipping collect", out)
+        return done
+    with opened(env, split, **(env_kwargs or {})) as listing:  # validates the names before any work
+        task_list = listing.tasks(episodes) if source is None and episodes > 0 else []
+        if task_list:
+            listing.prepare(task_list)
     if source is None:
-        if episodes == 0:
-            raise InvalidInputError("--episodes must be at least 1 when running the expert")
         items: list[Any] = task_list
         fn = _collect_shard
     else:
-        if not Path(source).is_file():
-            raise InvalidInputError(f"demonstration file {str(source)!r} does not exist")
         with open(source, encoding="utf-8") as f:
             items = [(n, line) for n, line in enumerate(f, start=1) if line.strip()]
         if episodes:
@@ -181,5 +188,5 @@ def _split_rejected(out: Path, names: list[str]) -> None:
     for name, records in shards.items():
         if any(r.get("rejected") for r in records):
             write_jsonl_atomic(out / name, (r for r in records if not r.get("rejected")))
-    for n in sorted(rejected):
-        log.warning("line %d rejected: %s", n, rejected[n]["reason"])
+    if rejected:
+        log.info("%d demonstration lines rejected; reasons in %s", len(rejected), path)

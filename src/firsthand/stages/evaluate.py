@@ -9,15 +9,17 @@ An action that is not among the environment's valid actions counts toward the in
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from firsthand.artifacts import read_model_prompt, write_json_atomic
+from firsthand.artifacts import MANIFEST, MODEL_PROMPT, read_model_prompt, write_json_atomic
 from firsthand.contract import Env, InvalidInputError
 from firsthand.inference import Agent, AgentInput, ModelAgent, RandomAgent
+from firsthand.models import check_model_folder
 from firsthand.progress import Progress, no_progress
 from firsthand.prompts import PromptConfig, parse_action, policy_prompt
 from firsthand.registry import make, opened
@@ -199,8 +201,32 @@ def evaluate(
     return summary
 
 
-def model_prompt(model: Path | str | None) -> PromptConfig:
-    """The prompt settings to evaluate `model` with: those it was trained with, else the defaults."""
+def model_prompt(model: Path | str | None, history: int | None = None) -> PromptConfig:
+    """The prompt settings to evaluate `model` with: those it was trained with (`history` replaces their
+    window). A model folder that does not carry them needs `history`: prompts other than those of its
+    training data make a model fail without a word (99.7% invalid actions on household)."""
     if model is None or str(model) == "random":
-        return PromptConfig()
-    return read_model_prompt(Path(model)) or PromptConfig()
+        return PromptConfig() if history is None else PromptConfig(history=history)
+    check_model_folder(model)
+    trained = read_model_prompt(Path(model))
+    if trained is None:
+        if history is None:
+            raise InvalidInputError(
+                f"model folder {str(model)!r} does not carry the prompt settings it was trained with "
+                f"({MODEL_PROMPT}, written by `firsthand train`); for a model trained elsewhere, choose the prompt "
+                f"with --history N (past steps shown in full)"
+            )
+        return PromptConfig(history=history)
+    return trained if history is None else replace(trained, history=history)
+
+
+def thinks(model: Path | str | None) -> bool:
+    """Whether `model` was trained on SR data, so that it writes a thought before its action (read from the
+    manifest of the `firsthand train` run it came from; False for any other folder)."""
+    if model is None or str(model) == "random":
+        return False
+    manifest = Path(model).parent / MANIFEST
+    if not manifest.is_file():
+        return False
+    method = json.loads(manifest.read_text(encoding="utf-8")).get("config", {}).get("method", "")
+    return "sr" in str(method).split("+")

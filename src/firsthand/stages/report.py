@@ -289,6 +289,35 @@ def plot(pooled: dict[str, dict[str, dict[str, Any]]], splits: tuple[str, ...], 
     tmp.replace(path)
 
 
+def terminal_summary(results: dict[str, Any]) -> str:
+    """The results as plain text within 80 columns (two splits): success with its interval, steps, and the
+    paired differences from IL; results.md holds every table."""
+    splits = results["splits"]
+    pooled = results["results"]
+
+    def row(name: str, cells: list[str], last: str = "", width: int = 18) -> str:
+        return f"{name:<22}" + "".join(f"{c:<{width + 2}}" for c in cells) + last
+
+    lines = [row("success %", splits, "steps"), row("", ["(95% interval)"] * len(splits))]
+    for m in ordered(pooled):
+        cells = _cells(
+            pooled[m], tuple(splits), lambda c: f"{_pct(c['success'])} ({_pct(c['ci_low'])}-{_pct(c['ci_high'])})"
+        )
+        lines.append(row(method_name(m), cells, f"{pooled[m][splits[0]]['train_steps']:,.0f}"))
+    for key, baseline in (("versus_il", "IL"), ("versus_il_compute", "IL, equal compute")):
+        compared = results.get(key) or {}
+        if compared:
+            lines += ["", row(f"minus {baseline}" if len(baseline) < 16 else "minus IL, equal comp.", splits, width=22)]
+            for m in ordered(compared):
+                cells = _cells(
+                    compared[m],
+                    tuple(splits),
+                    lambda c: f"{_signed(c['difference'])} ({_signed(c['ci_low'])} to {_signed(c['ci_high'])})",
+                )
+                lines.append(row(method_name(m), cells, width=22))
+    return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
 def write_report(out: Path, preset: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
     pooled = pool(rows)
     compared = versus_il(out, rows)

@@ -29,9 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from firsthand.artifacts import (
-    MANIFEST,
+    check_config,
+    finished,
     load_records,
+    model_hash,
     read_manifest,
+    relative,
     write_json_atomic,
     write_manifest,
     write_model_prompt,
@@ -297,9 +300,21 @@ def train(
     require_training_stack()
     config = config or TrainConfig()
     out = Path(out)
-    if (out / MANIFEST).exists():
-        return read_manifest(out, "train")
     check_data(method, data)
+    config.validate()
+    stages = planned_stages(method, data, config)  # the same plan the pipeline sized its jobs by
+    stage_config = {
+        "method": method,
+        "base_model": relative(base_model, out),
+        "base_model_hash": model_hash(Path(base_model)),
+        "data": {k: relative(v, out) for k, v in sorted(data.items())},
+        "data_hashes": {k: read_manifest(v, "build")["content_hash"] for k, v in sorted(data.items())},
+        "train": asdict(config),
+        "stages": stages,
+    }
+    done = finished(out, "train", stage_config)
+    if done is not None:
+        return done
     processes = world_size()
     if config.batch_size % processes:
         raise InvalidInputError(
@@ -309,19 +324,10 @@ def train(
     state = distributed()
     main = state is None or state.is_main_process
     sync = state.wait_for_everyone if state is not None else lambda: None
-    config.validate()
     records = {kind: load_records(data[kind]) for kind in needed_data(method)}
-    stages = planned_stages(method, data, config)  # the same plan the pipeline sized its jobs by
-    stage_config = {
-        "method": method,
-        "base_model": str(base_model),
-        "data": {k: str(v) for k, v in data.items()},
-        "train": asdict(config),
-        "stages": stages,
-    }
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "config.json", stage_config)
+        check_config(out, stage_config)  # an interrupted training resumes only with the same settings
     sync()
 
     import torch
@@ -341,8 +347,8 @@ def train(
             stage="train",
             count=sum(s["steps"] for s in summaries),
             config=stage_config,
-            files=["config.json"],
-            extra={"stages": summaries, "model": str(final)},
+            files=["config.json", *(f"model/{f.name}" for f in sorted(final.iterdir()) if f.is_file())],
+            extra={"stages": summaries, "model": "model"},
             packages=("torch", "transformers", "trl", "peft", "datasets"),
         )
     sync()

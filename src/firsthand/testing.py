@@ -1,7 +1,12 @@
-"""A contract test mixin: each environment adapter's test is a subclass naming the environment.
+"""The environment contract as pytest tests: an adapter's test file is a subclass naming the environment.
 
-class TestHousehold(EnvContract):
-    env_name = "household"
+    from firsthand.testing import EnvContract
+
+    class TestMyEnv(EnvContract):
+        env_name = "my-env"            # a registered name, or "my_package.module:factory"
+
+Shipped with the package (it needs pytest), so that an adapter written outside this repository is tested
+by the same checks as the built-in ones (docs/adapters.md).
 """
 
 from __future__ import annotations
