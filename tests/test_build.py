@@ -195,3 +195,25 @@ def test_a_finished_build_is_refused_with_other_settings(branches: Path, tmp_pat
     build("sr", branches, tmp_path / "sr", BuildConfig(sr_alternatives=1))
     with pytest.raises(InvalidInputError, match="finished build stage.*sr_alternatives: 1 there, 2 now"):
         build("sr", branches, tmp_path / "sr", BuildConfig(sr_alternatives=2))
+
+
+def test_expert_step_accuracy_scores_the_action_at_each_expert_state(tmp_path: Path) -> None:
+    """Teacher-forced scoring, checked against an agent whose right answers are known: it names the last
+    action of the sorted valid list, which is the expert's action exactly where the two coincide."""
+    from firsthand.artifacts import load_trajectories
+    from firsthand.stages.evaluate import expert_step_accuracy
+
+    class LastValid:
+        name, wants_candidates = "last-valid", False
+
+        def act(self, inputs: list) -> list[str]:
+            return [f"Action: {x.valid_actions[-1]}" for x in inputs]
+
+    summary = expert_step_accuracy(LastValid(), "household", "id_test", 6, tmp_path / "acc.json")
+    collect("household", "id_test", 6, tmp_path / "e")
+    steps = [s for t in load_trajectories(tmp_path / "e") for s in t.steps]
+    expected = sum(s.valid_actions[-1] == s.action for s in steps)
+    assert summary["states"] == len(steps) and summary["episodes"] == 6
+    assert summary["step_accuracy"] == expected / len(steps) and 0 < expected < len(steps)
+    states = json.loads((tmp_path / "acc.json").read_text())["states"]
+    assert [s["expert"] for s in states] == [s.action for s in steps]

@@ -369,3 +369,10 @@ def test_a_model_without_its_prompt_settings_is_refused_unless_the_prompt_is_cho
         model_prompt(base)
     assert model_prompt(base, history=3) == PromptConfig(history=3)
     assert not thinks(base)
+
+
+def test_a_tiny_model_folder_is_not_reused_with_another_shape(data: dict[str, Path], tmp_path: Path) -> None:
+    base = _tiny(data, tmp_path / "base")
+    assert _tiny(data, tmp_path / "base") == base  # the same settings: reused
+    with pytest.raises(InvalidInputError, match="other settings.*layers: 2 there, 3 now"):
+        create_tiny([], base, TinyConfig(hidden_size=64, intermediate_size=128, layers=3, heads=2))

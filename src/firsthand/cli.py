@@ -312,12 +312,18 @@ def evaluate(
     response_prefix: Annotated[
         str, typer.Option(help="Make every reply begin with this text ('Thought:' makes an SR model reason first).")
     ] = "",
+    expert_states: Annotated[
+        bool,
+        typer.Option(
+            "--expert-states", help="Score the action at every state of the expert's episodes (teacher-forced)."
+        ),
+    ] = False,
 ) -> None:
     """Evaluate a model (or the random agent) on a split: success with a 95% Wilson interval."""
     from firsthand.contract import InvalidInputError
     from firsthand.pipeline import eval_settings
     from firsthand.stages.evaluate import evaluate as run_evaluate
-    from firsthand.stages.evaluate import make_agent, model_prompt, thinks
+    from firsthand.stages.evaluate import expert_step_accuracy, make_agent, model_prompt, thinks
 
     with _errors():
         if episodes < 1:
@@ -332,6 +338,25 @@ def evaluate(
             response_prefix=response_prefix,
             seed=seed,
         )
+        if expert_states:
+            summary = expert_step_accuracy(
+                agent,
+                env,
+                split,
+                episodes,
+                out,
+                prompt=prompt,
+                batch_size=defaults["batch_size"] if batch_size is None else batch_size,
+                labels={"model": model, "env": env},
+                progress=_progress,
+            )
+            typer.echo(
+                f"{split}: expert's action at {100 * summary['step_accuracy']:.1f}% of {summary['states']} expert "
+                f"states (95% CI {100 * summary['ci_low']:.1f}-{100 * summary['ci_high']:.1f}); first step "
+                f"{100 * summary['first_step_accuracy']:.1f}%; every step of a task "
+                f"{100 * summary['all_steps_right']:.1f}%"
+            )
+            return
         summary = run_evaluate(
             agent,
             env,

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from firsthand.artifacts import load_records
+from firsthand.artifacts import config_differences, load_records
 from firsthand.contract import DependencyNotInstalled, InvalidInputError
 from firsthand.progress import Progress, no_progress
 
@@ -132,6 +132,14 @@ def create_tiny(
     config = config or TinyConfig()
     out = Path(out)
     if (out / "config.json").exists():
+        made = out / "firsthand_tiny.json"
+        old = json.loads(made.read_text()) if made.is_file() else None
+        if old is not None and old != json.loads(json.dumps(asdict(config))):
+            changed = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, a, b in config_differences(old, asdict(config)))
+            raise InvalidInputError(
+                f"{str(out)!r} holds a tiny model made with other settings ({changed}); use the same settings "
+                f"to reuse it, or choose another --out"
+            )
         return out
     tokenizer = fit_tokenizer(texts, config.vocab_size)
     model = _copy_pretrained(config)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from firsthand.artifacts import check_output_dir, load_records, write_json_atomic
+from firsthand.artifacts import MANIFEST, check_output_dir, load_records, write_json_atomic
 from firsthand.contract import METHODS, InvalidInputError, UnknownNameError
 from firsthand.inference import Agent
 from firsthand.jobs import Job, default_workers, run_jobs
@@ -225,26 +225,35 @@ def run(preset: Preset, out: Path, progress: Progress = no_progress) -> dict[str
         Job(
             train,
             (method, data, bases[seed], out / "train" / f"{label}-seed{seed}", cfg),
-            total=sum(steps for _, steps in stages),
+            # a finished training counts for nothing: the bar shows the work still to do
+            total=0 if (out / "train" / f"{label}-seed{seed}" / MANIFEST).exists() else sum(s for _, s in stages),
             cost=sum(steps * chars[kind] for kind, steps in stages),  # characters to process: ~ time
         )
         for label, seed, method, cfg, stages in runs
     ]
     manifests = run_jobs(jobs, f"train {len(jobs)} models", workers=workers, progress=progress)
 
-    episodes = len(preset.splits) * preset.eval_episodes
+    def episodes(label: str, seed: int) -> int:  # evaluations on disk are read, not redone
+        todo = [s for s in preset.splits if not (out / "eval" / f"{label}-seed{seed}-{s}.json").exists()]
+        return len(todo) * preset.eval_episodes
+
     evals = []
     for seed in preset.seeds:
         if preset.model != "tiny":  # a pretrained instruct model: the zero-shot prompt baseline
             evals.append(
-                Job(_evaluate, (preset, out, "prompt", seed, bases[seed]), total=episodes, cost=preset.max_new_tokens)
+                Job(
+                    _evaluate,
+                    (preset, out, "prompt", seed, bases[seed]),
+                    total=episodes("prompt", seed),
+                    cost=preset.max_new_tokens,
+                )
             )
         for (label, run_seed, *_), manifest in zip(runs, manifests, strict=True):
             if run_seed == seed:
                 model = out / "train" / f"{label}-seed{seed}" / manifest["model"]
                 args = (preset, out, label, seed, model, _compute(manifest))
-                evals.append(Job(_evaluate, args, total=episodes, cost=_new_tokens(preset, label)))
-        evals.append(Job(_evaluate, (preset, out, "random", seed, None), total=episodes))
+                evals.append(Job(_evaluate, args, total=episodes(label, seed), cost=_new_tokens(preset, label)))
+        evals.append(Job(_evaluate, (preset, out, "random", seed, None), total=episodes("random", seed)))
     rows = run_jobs(evals, f"evaluate {len(evals)} agents", workers=workers, progress=progress)
     return write_report(out, preset, [row for job_rows in rows for row in job_rows])
 

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from firsthand.artifacts import MANIFEST, MODEL_PROMPT, read_model_prompt, write_json_atomic
-from firsthand.contract import Env, InvalidInputError
+from firsthand.contract import Env, FirsthandError, InvalidInputError, normalize
 from firsthand.inference import Agent, AgentInput, ModelAgent, RandomAgent
 from firsthand.models import check_model_folder
 from firsthand.progress import Progress, no_progress
 from firsthand.prompts import PromptConfig, parse_action, policy_prompt
 from firsthand.registry import make, opened
+from firsthand.replay import replay
 from firsthand.stats import wilson_interval
 
 log = logging.getLogger(__name__)
@@ -199,6 +200,80 @@ def evaluate(
     summary = {**(labels or {}), "split": split, **summarize(results)}
     write_json_atomic(out, {"summary": summary, "episodes": episode_records(results)})
     return summary
+
+
+def expert_step_accuracy(
+    agent: Agent,
+    env: str,
+    split: str,
+    episodes: int,
+    out: Path,
+    *,
+    prompt: PromptConfig | None = None,
+    batch_size: int = 50,
+    labels: dict[str, Any] | None = None,
+    progress: Progress = no_progress,
+) -> dict[str, Any]:
+    """The agent's action at every state of the expert's own episodes on the first `episodes` tasks of
+    `split` (teacher-forced: the history is the expert's). It tells a policy that picks wrong actions at
+    states a demonstration reaches from one that loses by drifting into states none reaches. Writes the
+    summary and every state to the JSON file `out`; returns the summary."""
+    out = Path(out)
+    if episodes < 1:
+        raise InvalidInputError(f"--episodes must be at least 1, got {episodes!r}")
+    if out.is_dir():
+        raise InvalidInputError(f"--out {str(out)!r} is a directory; give the path of a JSON file to write")
+    prompt = prompt or PromptConfig()
+    states: list[dict[str, Any]] = []
+    inputs: list[AgentInput] = []
+    with opened(env, split) as e:
+        tasks = e.tasks(episodes)
+        e.prepare(tasks)
+        for task in tasks:
+            e.reset(task)
+            try:
+                trajectory = replay(e, task, e.expert_actions())
+            except FirsthandError as error:
+                log.warning("no expert trajectory for %s: %s", task, error)
+                continue
+            history: list[tuple[str, str]] = []
+            for i, step in enumerate(trajectory.steps):
+                text = policy_prompt(trajectory.goal, history, step.observation, step.valid_actions, prompt)
+                inputs.append(AgentInput(text, step.valid_actions))
+                states.append({"task": task, "step": i, "expert": step.action})
+                history.append((step.observation, step.action))
+    with progress(f"expert states {split}", len(inputs)) as advance:
+        for start in range(0, len(inputs), batch_size):
+            batch = inputs[start : start + batch_size]
+            for state, reply in zip(states[start : start + batch_size], agent.act(batch), strict=True):
+                state["chosen"] = parse_action(reply) or ""
+                state["correct"] = normalize(state["chosen"]) == normalize(state["expert"])
+            advance(len(batch))
+    right = sum(s["correct"] for s in states)
+    low, high = wilson_interval(right, len(states))
+    first = [s for s in states if s["step"] == 0]
+    summary = {
+        **(labels or {}),
+        "split": split,
+        "episodes": len({s["task"] for s in states}),
+        "states": len(states),
+        "step_accuracy": right / len(states) if states else 0.0,
+        "ci_low": low,
+        "ci_high": high,
+        "first_step_accuracy": sum(s["correct"] for s in first) / len(first) if first else 0.0,
+        "all_steps_right": _all_right(states),
+    }
+    write_json_atomic(out, {"summary": summary, "states": states})
+    return summary
+
+
+def _all_right(states: list[dict[str, Any]]) -> float:
+    """Share of tasks whose every expert state got the expert's action: an upper bound of what following
+    the demonstrations alone would win."""
+    by_task: dict[str, bool] = {}
+    for s in states:
+        by_task[s["task"]] = by_task.get(s["task"], True) and s["correct"]
+    return sum(by_task.values()) / len(by_task) if by_task else 0.0
 
 
 def model_prompt(model: Path | str | None, history: int | None = None) -> PromptConfig:
