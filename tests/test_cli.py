@@ -174,12 +174,9 @@ def test_run_smoke_preset_end_to_end(tmp_path: Path) -> None:
             cell = results["results"][method][split]
             assert cell["episodes"] == 3 and 0 <= cell["ci_low"] <= cell["success"] <= cell["ci_high"] <= 1
     assert (tmp_path / "run" / "results.png").read_bytes()[:4] == b"\x89PNG"
-    assert (
-        "IWM" in r.stdout
-        and "ood_test" in r.stdout
-        and "minus IL" in r.stdout
-        and max(map(len, r.stdout.splitlines())) <= 100
-    )
+    assert "IWM" in r.stdout and "ood_test" in r.stdout and "minus IL" in r.stdout
+    table = r.stdout[r.stdout.index("success %") : r.stdout.index("every table:")]
+    assert max(map(len, table.splitlines())) <= 80  # fits a terminal; results.md holds every table
     assert "train 3 models: " in r.stdout and "evaluate 4 agents: 24/24 (100%)" in r.stdout  # lines off a TTY
     assert set(results["versus_il"]) == {"iwm", "sr"} and results["versus_il"]["sr"]["id_test"]["episodes"] == 3
     for stage in ("experts", "branches", "data/il", "data/iwm", "data/sr", "train/il-seed0", "train/sr-seed0"):

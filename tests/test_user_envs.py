@@ -28,8 +28,8 @@ class TestLockbox(EnvContract):
 
 def test_every_stage_runs_on_a_file_spec_with_several_workers(tmp_path: Path) -> None:
     r = run(
-        "run", "--preset", "smoke", "--env", SPEC, "--workers", "2", "--jobs", "2", "--eval-episodes", "1",
-        "--train-episodes", "4", "--out", str(tmp_path / "run"),
+        "run", "--preset", "smoke", "--env", SPEC, "--workers", "2", "--jobs", "1", "--eval-episodes", "1",
+        "--train-episodes", "4", "--methods", "il", "--out", str(tmp_path / "run"),
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     assert "has no settings in firsthand.pipeline.ENV_SETTINGS" in r.stderr  # said, not silently generic

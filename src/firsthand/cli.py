@@ -90,8 +90,11 @@ def _progress_lines(description: str, total: int) -> Iterator[Callable[[int], No
     start = time.monotonic()
     last: float | None = None
     done = 0
+    printed = -1
 
     def line(count: int) -> None:
+        nonlocal printed
+        printed = count
         elapsed = int(time.monotonic() - start)
         percent = f" ({100 * count // total}%)" if total else ""
         typer.echo(f"{description}: {count}/{total}{percent} {elapsed // 60}:{elapsed % 60:02d}")
@@ -104,7 +107,8 @@ def _progress_lines(description: str, total: int) -> Iterator[Callable[[int], No
             line(done)
 
     yield advance
-    line(total)  # the stage is done (all of it, when resumed from its files)
+    if printed != total:
+        line(total)  # the stage is done (all of it, when resumed from its files)
 
 
 @contextmanager

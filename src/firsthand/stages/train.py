@@ -302,6 +302,12 @@ def train(
     out = Path(out)
     check_data(method, data)
     config.validate()
+    processes = world_size()
+    if config.batch_size % processes:
+        raise InvalidInputError(
+            f"batch_size {config.batch_size!r} does not split over {processes} processes; "
+            f"choose a multiple of {processes} (--batch-size)"
+        )
     stages = planned_stages(method, data, config)  # the same plan the pipeline sized its jobs by
     stage_config = {
         "method": method,
@@ -315,12 +321,6 @@ def train(
     done = finished(out, "train", stage_config)
     if done is not None:
         return done
-    processes = world_size()
-    if config.batch_size % processes:
-        raise InvalidInputError(
-            f"batch_size {config.batch_size!r} does not split over {processes} processes; "
-            f"choose a multiple of {processes} (--batch-size)"
-        )
     state = distributed()
     main = state is None or state.is_main_process
     sync = state.wait_for_everyone if state is not None else lambda: None
