@@ -324,16 +324,12 @@ def evaluate(
     ] = False,
 ) -> None:
     """Evaluate a model (or the random agent) on a split: success with a 95% Wilson interval."""
-    from firsthand.contract import InvalidInputError
     from firsthand.pipeline import eval_settings
+    from firsthand.stages.evaluate import check_arguments, expert_step_accuracy, make_agent, model_prompt, thinks
     from firsthand.stages.evaluate import evaluate as run_evaluate
-    from firsthand.stages.evaluate import expert_step_accuracy, make_agent, model_prompt, thinks
 
     with _errors():
-        if episodes < 1:
-            raise InvalidInputError(f"--episodes must be at least 1, got {episodes!r}")
-        if out.is_dir():
-            raise InvalidInputError(f"--out {str(out)!r} is a directory; give the path of a JSON file to write")
+        check_arguments(episodes, out)
         prompt = model_prompt(model, history)
         defaults = eval_settings(env, thinks=thinks(model))
         agent = make_agent(
@@ -342,18 +338,14 @@ def evaluate(
             response_prefix=response_prefix,
             seed=seed,
         )
+        common = {
+            "prompt": prompt,
+            "batch_size": defaults["batch_size"] if batch_size is None else batch_size,
+            "labels": {"model": model, "env": env},
+            "progress": _progress,
+        }
         if expert_states:
-            summary = expert_step_accuracy(
-                agent,
-                env,
-                split,
-                episodes,
-                out,
-                prompt=prompt,
-                batch_size=defaults["batch_size"] if batch_size is None else batch_size,
-                labels={"model": model, "env": env},
-                progress=_progress,
-            )
+            summary = expert_step_accuracy(agent, env, split, episodes, out, **common)
             typer.echo(
                 f"{split}: expert's action at {100 * summary['step_accuracy']:.1f}% of {summary['states']} expert "
                 f"states (95% CI {100 * summary['ci_low']:.1f}-{100 * summary['ci_high']:.1f}); first step "
@@ -361,18 +353,8 @@ def evaluate(
                 f"{100 * summary['all_steps_right']:.1f}%"
             )
             return
-        summary = run_evaluate(
-            agent,
-            env,
-            split,
-            episodes,
-            out,
-            prompt=prompt,
-            max_steps=defaults["max_steps"] if max_steps is None else max_steps,
-            batch_size=defaults["batch_size"] if batch_size is None else batch_size,
-            labels={"model": model, "env": env},
-            progress=_progress,
-        )
+        steps = defaults["max_steps"] if max_steps is None else max_steps
+        summary = run_evaluate(agent, env, split, episodes, out, max_steps=steps, **common)
     typer.echo(
         f"{split}: success {100 * summary['success']:.1f}% (95% CI {100 * summary['ci_low']:.1f}-"
         f"{100 * summary['ci_high']:.1f}) over {summary['episodes']} episodes; mean steps "

@@ -163,6 +163,14 @@ def make_agent(
     )
 
 
+def check_arguments(episodes: int, out: Path) -> None:
+    """The checks of an evaluation's own arguments, made before a model is loaded."""
+    if episodes < 1:
+        raise InvalidInputError(f"--episodes must be at least 1, got {episodes!r}")
+    if Path(out).is_dir():
+        raise InvalidInputError(f"--out {str(out)!r} is a directory; give the path of a JSON file to write")
+
+
 def evaluate(
     agent: Agent,
     env: str,
@@ -180,10 +188,7 @@ def evaluate(
     """Run `agent` on the first `episodes` tasks of `split`; write the summary and every episode to the
     JSON file `out` and return the summary (`labels`, such as method and seed, lead it)."""
     out = Path(out)
-    if episodes < 1:
-        raise InvalidInputError(f"--episodes must be at least 1, got {episodes!r}")
-    if out.is_dir():
-        raise InvalidInputError(f"--out {str(out)!r} is a directory; give the path of a JSON file to write")
+    check_arguments(episodes, out)
     with opened(env, split) as listing:
         tasks = listing.tasks(episodes)
     with progress(description or f"eval {split}", len(tasks)) as advance:
@@ -219,10 +224,7 @@ def expert_step_accuracy(
     states a demonstration reaches from one that loses by drifting into states none reaches. Writes the
     summary and every state to the JSON file `out`; returns the summary."""
     out = Path(out)
-    if episodes < 1:
-        raise InvalidInputError(f"--episodes must be at least 1, got {episodes!r}")
-    if out.is_dir():
-        raise InvalidInputError(f"--out {str(out)!r} is a directory; give the path of a JSON file to write")
+    check_arguments(episodes, out)
     prompt = prompt or PromptConfig()
     states: list[dict[str, Any]] = []
     inputs: list[AgentInput] = []
