@@ -94,7 +94,7 @@ PRESETS: dict[str, Preset] = {
     # (docs/calibration.md#seeds-within-15-minutes).
     "quickstart": Preset(name="quickstart", seeds=(0, 1), train_episodes=150, tiny=TinyConfig(layers=2)),
     # The whole comparison (both budget rules, the compute control, IWM+SR) at the quickstart's scale with a
-    # third seed: 24 trainings, about an hour here (docs/results.md#standard-preset).
+    # third seed: 24 trainings, about 75 minutes here (docs/results.md, "Standard preset").
     "standard": Preset(
         name="standard",
         train_episodes=150,
