@@ -80,22 +80,31 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                     ) from None
 
 
-def file_hash(path: Path) -> str:
-    h = hashlib.sha256()
+def _feed(h: Any, path: Path) -> None:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
+
+
+def file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    _feed(h, path)
+    return "sha256:" + h.hexdigest()
+
+
+def _combined(hashes: dict[str, str]) -> str:
+    """One hash over file names and their hashes, in sorted name order."""
+    h = hashlib.sha256()
+    for name in sorted(hashes):
+        h.update(name.encode())
+        h.update(hashes[name].encode())
     return "sha256:" + h.hexdigest()
 
 
 def content_hash(root: Path, names: Iterable[str]) -> str:
     """sha256 over the names (relative to `root`) and bytes of files, in sorted name order: equal outputs give
     equal hashes wherever the folder lies."""
-    h = hashlib.sha256()
-    for name in sorted(names):
-        h.update(name.encode())
-        h.update(file_hash(Path(root) / name).encode())
-    return "sha256:" + h.hexdigest()
+    return _combined({name: file_hash(Path(root) / name) for name in names})
 
 
 def model_hash(folder: Path) -> str:
@@ -140,7 +149,7 @@ def write_manifest(
         "count": count,
         "config": config,
         "versions": package_versions(packages),
-        "content_hash": content_hash(out, files),
+        "content_hash": _combined(hashes),  # each file read once
         "files": sorted(files),
         "file_hashes": hashes,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -202,9 +211,7 @@ def _legacy_content_hash(directory: Path, names: Iterable[str]) -> str:
     h = hashlib.sha256()
     for name in sorted(names, key=lambda n: Path(n).name):
         h.update(Path(name).name.encode())
-        with open(directory / name, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+        _feed(h, directory / name)
     return "sha256:" + h.hexdigest()
 
 
@@ -225,10 +232,9 @@ def finished(out: Path, stage: str, config: dict[str, Any]) -> dict[str, Any] | 
     if not (out / MANIFEST).exists():
         return None
     manifest = read_manifest(out, stage)
-    old = json.loads(json.dumps(manifest["config"]))
-    new = json.loads(json.dumps(config))  # tuples as lists, as they were written
-    if old != new:
-        changed = "; ".join(f"{key}: {a!r} there, {b!r} now" for key, a, b in config_differences(old, new))
+    differences = config_differences(manifest["config"], config)
+    if differences:
+        changed = "; ".join(f"{key}: {a!r} there, {b!r} now" for key, a, b in differences)
         raise InvalidInputError(
             f"{str(out)!r} already holds a finished {stage} stage made with other settings ({changed}); run with "
             f"the same settings to reuse it, or choose another --out"
@@ -240,10 +246,9 @@ def check_config(out: Path, config: dict[str, Any]) -> None:
     """Record `config` in out/config.json, or check that a resumed (unfinished) stage uses the same one."""
     path = Path(out) / "config.json"
     if path.exists():
-        old = json.loads(path.read_text(encoding="utf-8"))
-        new = json.loads(json.dumps(config))
-        if old != new:
-            changed = ", ".join(key for key, _, _ in config_differences(old, new))
+        differences = config_differences(json.loads(path.read_text(encoding="utf-8")), config)
+        if differences:
+            changed = ", ".join(key for key, _, _ in differences)
             raise InvalidInputError(
                 f"{str(out)!r} holds an unfinished run with other settings (differs in: {changed}); resume it "
                 f"with the same settings, or choose another --out"
@@ -253,7 +258,10 @@ def check_config(out: Path, config: dict[str, Any]) -> None:
 
 
 def config_differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """(dotted key, old value, new value) for every setting that differs between two configs."""
+    """(dotted key, old value, new value) for every setting that differs between two configs, compared as
+    they read back from JSON (tuples as lists)."""
+    if not prefix:
+        old, new = json.loads(json.dumps(old)), json.loads(json.dumps(new))
     if isinstance(old, dict) and isinstance(new, dict):
         return [
             diff

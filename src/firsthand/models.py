@@ -133,9 +133,9 @@ def create_tiny(
     out = Path(out)
     if (out / "config.json").exists():
         made = out / "firsthand_tiny.json"
-        old = json.loads(made.read_text()) if made.is_file() else None
-        if old is not None and old != json.loads(json.dumps(asdict(config))):
-            changed = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, a, b in config_differences(old, asdict(config)))
+        differences = config_differences(json.loads(made.read_text()), asdict(config)) if made.is_file() else []
+        if differences:
+            changed = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, a, b in differences)
             raise InvalidInputError(
                 f"{str(out)!r} holds a tiny model made with other settings ({changed}); use the same settings "
                 f"to reuse it, or choose another --out"
