@@ -188,15 +188,11 @@ def collect(
     verbose: Verbose = False,
 ) -> None:
     """Collect expert trajectories (or import demonstrations), each verified by replay."""
-    from firsthand.artifacts import check_output_dir
     from firsthand.registry import opened
-    from firsthand.stages.collect import check_arguments
     from firsthand.stages.collect import collect as run_collect
 
     _setup_logging(verbose)
-    with _errors():
-        check_output_dir(out)
-        check_arguments(episodes, source)
+    with _errors():  # the stage checks its arguments and --out before any work; the bar starts with the work
         with opened(env, split):  # fail on a bad name before drawing anything
             pass
         total = episodes
@@ -224,13 +220,12 @@ def branch(
     verbose: Verbose = False,
 ) -> None:
     """Branch at every expert state: execute K alternatives and record what really happened."""
-    from firsthand.artifacts import check_output_dir, read_manifest
+    from firsthand.artifacts import read_manifest
     from firsthand.stages.branch import branch as run_branch
 
     _setup_logging(verbose)
     with _errors():
         config.validate()
-        check_output_dir(out)
         total = read_manifest(experts, "collect")["count"]
         with _progress("branch", total) as advance:
             manifest = run_branch(experts, out, config, model=model, workers=workers, on_progress=advance)

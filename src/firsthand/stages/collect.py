@@ -105,8 +105,8 @@ def _import_line(env: Env, lineno: int, text: str) -> Trajectory:
     )
 
 
-def check_arguments(episodes: int, source: Path | None) -> None:
-    """The checks of `collect`'s own arguments, which the CLI makes before drawing a progress bar."""
+def _check_arguments(episodes: int, source: Path | None) -> None:
+    """`collect`'s own arguments, checked before anything is read or written."""
     if episodes < 0:
         raise InvalidInputError(f"--episodes must be at least 0 (0 with --from reads every line), got {episodes!r}")
     if source is not None and not Path(source).is_file():
@@ -133,7 +133,7 @@ def collect(
     (`episodes` then caps how many lines are read; 0 reads all).
     """
     out = Path(out)
-    check_arguments(episodes, source)
+    _check_arguments(episodes, source)
     config: dict[str, Any] = {
         "env": env,
         "split": split,
