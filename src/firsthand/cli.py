@@ -15,6 +15,7 @@ import typer
 from firsthand.options import with_configs
 from firsthand.stages.branch import BranchConfig
 from firsthand.stages.build import BuildConfig
+from firsthand.stages.rl import RLConfig
 from firsthand.stages.train import TrainConfig
 
 app = typer.Typer(
@@ -354,6 +355,43 @@ def evaluate(
         f"{split}: success {100 * summary['success']:.1f}% (95% CI {100 * summary['ci_low']:.1f}-"
         f"{100 * summary['ci_high']:.1f}) over {summary['episodes']} episodes; mean steps "
         f"{summary['mean_steps']:.1f}; invalid actions {100 * summary['invalid_rate']:.1f}%"
+    )
+
+
+@app.command()
+@with_configs(config=RLConfig)
+def rl(
+    model: Annotated[str, typer.Option(help="The model/ folder of a `firsthand train` run (or any model folder).")],
+    out: Annotated[Path, typer.Option(help="RL run directory (resumes from its last iteration).")],
+    config: RLConfig,
+    env: Annotated[str, typer.Option(help="Environment name (its training tasks are played).")] = "household",
+    history: Annotated[
+        int | None,
+        typer.Option(help="Past steps in each prompt (default: as the model was trained; required for other models)."),
+    ] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Continue a checkpoint with multi-turn RL (GRPO or GiGPO) on the environment's reward."""
+    from firsthand.pipeline import eval_settings
+    from firsthand.stages.evaluate import model_prompt, thinks
+    from firsthand.stages.rl import rl as run_rl
+
+    _setup_logging(verbose)
+    with _errors():
+        config.validate()
+        prompt = model_prompt(model, history)
+        defaults = eval_settings(env, thinks=thinks(model))
+        config = replace(
+            config,
+            max_steps=config.max_steps or defaults["max_steps"],
+            max_new_tokens=config.max_new_tokens or defaults["max_new_tokens"],
+        )
+        manifest = run_rl(Path(model), env, out, config, prompt=prompt, progress=_progress)
+    final = manifest["final"]
+    typer.echo(
+        f"model: {out / manifest['model']}  ({manifest['count']} iterations; last iteration: success "
+        f"{100 * final.get('success', 0):.1f}% of {final.get('episodes', 0)} rollouts, KL {final.get('kl', 0):.4f}); "
+        f"statistics: {out / 'iterations.jsonl'}"
     )
 
 

@@ -17,6 +17,8 @@ An environment is text in, text out::
 
 from __future__ import annotations
 
+import hashlib
+import pickle
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, NamedTuple
@@ -196,6 +198,14 @@ class Env:
         truncated = not terminated and self._elapsed_steps >= self.max_steps
         self._over = terminated or truncated
         return StepResult(observation, reward, terminated, truncated, won, info)
+
+    def state_key(self, observation: str) -> str:
+        """A key equal for equal states (GiGPO's step groups): a hash of the native snapshot, step count left out,
+        where the environment has one; else the observation text it returned there. Two equal states whose
+        snapshots differ in form (an order of items) get two keys, which only makes a step group smaller."""
+        if self.snapshot_native:
+            return "state:" + hashlib.sha1(pickle.dumps(self._snapshot())).hexdigest()
+        return "observation:" + normalize(observation)
 
     def snapshot(self) -> Any:
         """An opaque, picklable object from which `restore` returns to the current state."""

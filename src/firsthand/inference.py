@@ -110,8 +110,11 @@ class ModelAgent:
         max_new_tokens: int = 48,
         max_prompt_tokens: int = 896,
         response_prefix: str = "",
+        temperature: float = 0.0,
     ) -> None:
         self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.temperature = temperature
+        """0: greedy (evaluation); above 0: sampled at this temperature (RL rollouts)."""
         self.max_new_tokens = max_new_tokens
         self.response_prefix = response_prefix
         """Text the reply is made to begin with: "Thought:" makes an SR model reason before it acts, which
@@ -136,6 +139,10 @@ class ModelAgent:
         )
 
     def act(self, inputs: Sequence[AgentInput]) -> list[str]:
+        return [g.text for g in self.generate(inputs)]
+
+    def generate(self, inputs: Sequence[AgentInput]) -> list[Generation]:
+        """Each reply with the token ids it came from (RL trains on exactly the tokens that were sampled)."""
         import torch
 
         start = time.perf_counter()
@@ -152,25 +159,44 @@ class ModelAgent:
         )
         device = "cuda" if next(self.model.parameters()).is_cuda else "cpu"
         mask = batch["attention_mask"]
-        replies: list[str] = [""] * len(texts)
+        sampling = (
+            {"do_sample": True, "temperature": self.temperature} if self.temperature > 0 else {"do_sample": False}
+        )
+        generations: list[Generation | None] = [None] * len(texts)
         for group in length_groups(mask.sum(1).tolist(), self.max_new_tokens):
             rows = torch.tensor(group)
             keep = mask[rows].any(0)  # drop the columns that are padding in every row of the group
             ids, attention = batch["input_ids"][rows][:, keep], mask[rows][:, keep]
             with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=self.bf16):
                 out = self.model.generate(
-                    input_ids=ids,
-                    attention_mask=attention,
+                    input_ids=ids.to(device),
+                    attention_mask=attention.to(device),
                     max_new_tokens=self.max_new_tokens,
-                    do_sample=False,
                     pad_token_id=self.tokenizer.pad_token_id,
                     eos_token_id=self.tokenizer.eos_token_id,
+                    **sampling,
                 )
-            texts_out = self.tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
-            for i, reply in zip(group, texts_out, strict=True):
-                replies[i] = reply
+            new = out[:, ids.shape[1] :].cpu()
+            for j, i in enumerate(group):
+                completion = new[j].tolist()
+                if self.tokenizer.eos_token_id in completion:  # the end of the reply, then padding
+                    completion = completion[: completion.index(self.tokenizer.eos_token_id) + 1]
+                reply = self.tokenizer.decode(completion, skip_special_tokens=True)
+                prompt_ids = ids[j][attention[j].bool()].tolist()
+                generations[i] = Generation(self.response_prefix + reply, prompt_ids, completion)
         self.generate_seconds += time.perf_counter() - start
-        return [self.response_prefix + r for r in replies]
+        return generations  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One reply of `ModelAgent.generate`: its text (response prefix included) and its tokens."""
+
+    text: str
+    prompt_ids: list[int]
+    """The rendered prompt as the model read it (chat template and response prefix, truncated on the left)."""
+    completion_ids: list[int]
+    """The generated tokens, up to and including the end-of-reply token when one was generated."""
 
 
 class PolicySampler:

@@ -40,7 +40,10 @@ class EpisodeResult:
 
 
 @dataclass
-class _Episode:
+class LiveEpisode:
+    """An episode being played: its place in the task list, its environment and what the agent has seen."""
+
+    index: int
     env: Env
     task: str
     goal: str
@@ -60,15 +63,18 @@ def run_episodes(
     max_steps: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
     on_episode: Callable[[EpisodeResult], None] | None = None,
+    on_step: Callable[[LiveEpisode, AgentInput, str], None] | None = None,
 ) -> list[EpisodeResult]:
-    """Run `agent` on `tasks` of `split`, `batch_size` episodes at a time; results in task order."""
+    """Run `agent` on `tasks` of `split`, `batch_size` episodes at a time; results in task order (a task
+    listed twice is played twice). `on_step(episode, input, reply)` sees every step before its action runs,
+    with the environment still at the state the agent saw (RL records its samples there)."""
     prompt = prompt or PromptConfig()
     kwargs = dict(env_kwargs or {})
     if max_steps is not None:
         kwargs["max_steps"] = max_steps
-    results: dict[str, EpisodeResult] = {}
-    queue = list(tasks)
-    active: list[_Episode] = []
+    results: dict[int, EpisodeResult] = {}
+    queue = list(enumerate(tasks))
+    active: list[LiveEpisode] = []
     made: list[Env] = []  # every environment opened, closed at the end whatever happens (JVMs)
     idle: list[Env] = []  # environments are reused: some adapters start a JVM per instance
     try:
@@ -81,33 +87,35 @@ def run_episodes(
                 if not idle:
                     made.append(make(env_name, split, **kwargs))
                     idle.append(made[-1])
-                env, task = idle.pop(), queue.pop(0)
+                env, (index, task) = idle.pop(), queue.pop(0)
                 observation, info = env.reset(task)
-                active.append(_Episode(env, task, str(info.get("goal", "")), observation))
+                active.append(LiveEpisode(index, env, task, str(info.get("goal", "")), observation))
             inputs = [_agent_input(e, prompt, agent.wants_candidates) for e in active]
-            still: list[_Episode] = []
+            still: list[LiveEpisode] = []
             for e, x, reply in zip(active, inputs, agent.act(inputs), strict=True):
+                if on_step:
+                    on_step(e, x, reply)
                 if _advance(e, x, reply):
-                    results[e.task] = e.result  # type: ignore[assignment]
+                    results[e.index] = e.result  # type: ignore[assignment]
                     idle.append(e.env)
                     if on_episode:
-                        on_episode(results[e.task])
+                        on_episode(results[e.index])
                 else:
                     still.append(e)
             active = still
     finally:
         for env in made:
             env.close()
-    return [results[t] for t in tasks]
+    return [results[i] for i in range(len(tasks))]
 
 
-def _agent_input(e: _Episode, prompt: PromptConfig, wants_candidates: bool) -> AgentInput:
+def _agent_input(e: LiveEpisode, prompt: PromptConfig, wants_candidates: bool) -> AgentInput:
     valid = e.env.valid_actions()
     candidates = e.env.candidate_actions() if wants_candidates and not valid else []
     return AgentInput(policy_prompt(e.goal, e.history, e.observation, valid, prompt), valid, candidates)
 
 
-def _advance(e: _Episode, x: AgentInput, reply: str) -> bool:
+def _advance(e: LiveEpisode, x: AgentInput, reply: str) -> bool:
     """Execute the action in `reply` for episode `e`; True when the episode ended."""
     action = parse_action(reply) or ""
     r = e.env.step(action)
