@@ -159,8 +159,11 @@ class ModelAgent:
         )
         device = "cuda" if next(self.model.parameters()).is_cuda else "cpu"
         mask = batch["attention_mask"]
+        # Sampling from the whole distribution (no top-k / top-p cut): RL's log-probabilities are of that one.
         sampling = (
-            {"do_sample": True, "temperature": self.temperature} if self.temperature > 0 else {"do_sample": False}
+            {"do_sample": True, "temperature": self.temperature, "top_k": 0, "top_p": 1.0}
+            if self.temperature > 0
+            else {"do_sample": False}
         )
         generations: list[Generation | None] = [None] * len(texts)
         for group in length_groups(mask.sum(1).tolist(), self.max_new_tokens):
