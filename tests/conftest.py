@@ -2,3 +2,31 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def household_il(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model folder of IL on 10 household demonstrations (30 epochs, prompt: the last 2 steps, no action
+    list): a policy that wins most of those training tasks greedily. Shared by the learning tests of
+    training and RL."""
+    from firsthand.artifacts import load_records
+    from firsthand.models import TinyConfig, create_tiny
+    from firsthand.prompts import PromptConfig
+    from firsthand.stages.branch import BranchConfig, branch
+    from firsthand.stages.build import BuildConfig, build
+    from firsthand.stages.collect import collect
+    from firsthand.stages.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("household-il")
+    collect("household", "train", 10, root / "experts")
+    branch(root / "experts", root / "branches", BranchConfig(k=1))
+    build("il", root / "branches", root / "il", BuildConfig(prompt=PromptConfig(history=2, show_valid_actions=False)))
+    texts = (r["prompt"] + r["completion"] for r in load_records(root / "il"))
+    base = create_tiny(texts, root / "base", TinyConfig(hidden_size=128, intermediate_size=344, layers=2, copy_steps=0))
+    manifest = train(
+        "il", {"il": root / "il"}, base, root / "run", TrainConfig(epochs=30, batch_size=8, learning_rate=3e-3)
+    )
+    return root / "run" / manifest["model"]

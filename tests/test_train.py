@@ -239,30 +239,19 @@ def test_policy_proposer_with_a_real_model(data: dict[str, Path], tmp_path: Path
     assert {r.proposer for r in records} == {"policy"}
 
 
-def test_tiny_model_learns_to_beat_random_on_train_tasks(tmp_path: Path) -> None:
-    """Learning test: IL on 10 household demonstrations, then play those tasks; random rarely wins them."""
-    collect("household", "train", 10, tmp_path / "experts")
-    branch(tmp_path / "experts", tmp_path / "branches", BranchConfig(k=1))
+def test_tiny_model_learns_to_beat_random_on_train_tasks(household_il: Path) -> None:
+    """Learning test: IL on 10 household demonstrations (the `household_il` fixture), then play those tasks;
+    random rarely wins them."""
     from firsthand.prompts import PromptConfig
 
     prompt = PromptConfig(history=2, show_valid_actions=False)
-    from firsthand.stages.build import BuildConfig
-
-    build("il", tmp_path / "branches", tmp_path / "il", BuildConfig(prompt=prompt))
-    texts = (r["prompt"] + r["completion"] for r in load_records(tmp_path / "il"))
-    base = create_tiny(
-        texts, tmp_path / "base", TinyConfig(hidden_size=128, intermediate_size=344, layers=2, copy_steps=0)
-    )
-    manifest = train(
-        "il", {"il": tmp_path / "il"}, base, tmp_path / "run", TrainConfig(epochs=30, batch_size=8, learning_rate=3e-3)
-    )
     tasks = make("household", "train").tasks(10)
     trained = summarize(
         run_episodes(
             "household",
             "train",
             tasks,
-            ModelAgent.from_path(tmp_path / "run" / manifest["model"]),
+            ModelAgent.from_path(household_il),
             prompt=prompt,
             max_steps=12,
         )
@@ -274,7 +263,7 @@ def test_tiny_model_learns_to_beat_random_on_train_tasks(tmp_path: Path) -> None
     # answers 34 prompts that way exactly as it answers each alone.
     from firsthand.inference import length_groups
 
-    agent = ModelAgent.from_path(tmp_path / "run" / manifest["model"], max_new_tokens=24)
+    agent = ModelAgent.from_path(household_il, max_new_tokens=24)
     inputs = _inputs_at_various_states("train", 34, prompt)
     lengths = [len(agent.tokenizer(agent.render(x.prompt))["input_ids"]) for x in inputs]
     assert len(length_groups(lengths, agent.max_new_tokens)) == 2

@@ -96,11 +96,13 @@ def episode_advantages(
 
 
 def kl_k3(logprobs: Any, ref_logprobs: Any) -> Any:
-    """Per-token k3 estimate of KL(policy || reference): exp(ref - lp) - (ref - lp) - 1 (always >= 0)."""
+    """Per-token k3 estimate of KL(policy || reference): exp(ref - lp) - (ref - lp) - 1 (always >= 0), at most
+    10 per token as in verl: a token the policy made far likelier than the reference did would otherwise
+    outweigh every other token of the mean."""
     import torch
 
     delta = torch.clamp(ref_logprobs - logprobs, -20.0, 20.0)
-    return torch.exp(delta) - delta - 1.0
+    return torch.clamp(torch.exp(delta) - delta - 1.0, max=10.0)
 
 
 def ppo_clip_loss(
