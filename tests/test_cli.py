@@ -184,6 +184,20 @@ def test_run_smoke_preset_end_to_end(tmp_path: Path) -> None:
     # A second run finds every stage done and only reprints the table.
     again = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "IWM" in again.stdout
+    # RL is added to the finished run: every trained model continues with each algorithm and is evaluated again
+    with_rl = [*command, "--with-rl", "--rl-iterations", "1", "--rl-algos", "grpo,gigpo"]
+    r = subprocess.run(with_rl, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    labels = {f"{m}@{a}" for m in ("il", "iwm", "sr") for a in ("grpo", "gigpo")}
+    assert set(results["after_rl"]) == set(results["rl_gains"]) == labels
+    assert results["after_rl"]["sr@gigpo"]["ood_test"]["episodes"] == 3
+    assert set(results["results"]) == {"random", "il", "iwm", "sr"}  # the supervised table is unchanged
+    assert (tmp_path / "run" / "rl.png").read_bytes()[:4] == b"\x89PNG"
+    assert "after RL" in r.stdout and "SR + GIGPO" in r.stdout and "train 3 models: 0/0" in r.stdout
+    assert "| IL | GRPO |" in (tmp_path / "run" / "results.md").read_text()
+    table = r.stdout[r.stdout.index("success %") : r.stdout.index("every table:")]
+    assert max(map(len, table.splitlines())) <= 80
 
 
 def test_run_rejects_unknown_preset(tmp_path: Path) -> None:

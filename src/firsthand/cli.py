@@ -422,6 +422,14 @@ def run(
         bool | None,
         typer.Option("--compute-control/--no-compute-control", help="Also train IL for the longest method's steps."),
     ] = None,
+    with_rl: Annotated[
+        bool,
+        typer.Option("--with-rl", help="Continue every trained model with RL (one budget) and evaluate it again."),
+    ] = False,
+    rl_algos: Annotated[str | None, typer.Option(help="RL algorithms, comma-separated (grpo, gigpo).")] = None,
+    rl_iterations: Annotated[
+        int | None, typer.Option(help="RL iterations (quickstart: 8 of 16 tasks x 8 rollouts each).")
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """The main job: collect, branch, build, train IL/IWM/SR, evaluate, and print the table."""
@@ -451,6 +459,9 @@ def run(
             methods=methods.split(",") if methods else None,
             budgets=budgets.split(",") if budgets else None,
             compute_control=compute_control,
+            with_rl=with_rl or None,
+            rl_iterations=rl_iterations,
+            rl_algos=rl_algos.split(",") if rl_algos else None,
         )
         if walk_steps is not None:
             chosen = replace(chosen, tiny=replace(chosen.tiny, walk_steps=walk_steps))
@@ -460,7 +471,8 @@ def run(
     from firsthand.stages.report import terminal_summary
 
     typer.echo(terminal_summary(json.loads((out / "results.json").read_text(encoding="utf-8"))))
-    typer.echo(f"every table: {out / 'results.md'}; plot: {out / 'results.png'}; data: {out / 'results.json'}")
+    plots = f"{out / 'results.png'}" + (f", {out / 'rl.png'}" if (out / "rl.png").exists() else "")
+    typer.echo(f"every table: {out / 'results.md'}; plots: {plots}; data: {out / 'results.json'}")
 
 
 if __name__ == "__main__":  # pragma: no cover

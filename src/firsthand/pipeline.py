@@ -6,6 +6,7 @@ so an interrupted run picks up where it stopped and a finished stage is never re
     runs/quickstart/
       experts/  branches/  data/{il,iwm,sr}/  models/tiny-seed0/
       train/{il,iwm,sr}-seed0/  eval/{method}-seed0-{split}.json
+      rl/{method}-seed0-{algo}/  eval/{method}@{algo}-seed0-{split}.json   (with --with-rl)
       results.json  results.md  results.png  preset.json
 """
 
@@ -22,6 +23,7 @@ from firsthand.contract import METHODS, InvalidInputError, UnknownNameError
 from firsthand.inference import Agent
 from firsthand.jobs import Job, default_workers, run_jobs
 from firsthand.models import TinyConfig, starting_model
+from firsthand.policy_gradient import ALGORITHMS
 from firsthand.progress import Progress, no_progress
 from firsthand.prompts import PromptConfig
 from firsthand.stages.branch import BranchConfig, branch
@@ -29,10 +31,16 @@ from firsthand.stages.build import BuildConfig, build
 from firsthand.stages.collect import collect
 from firsthand.stages.evaluate import evaluate, make_agent
 from firsthand.stages.report import write_report
+from firsthand.stages.rl import RLConfig, rl
 from firsthand.stages.train import TRAIN_METHODS, TrainConfig, planned_stages, train
 from firsthand.stats import BUDGET_RULES
 
 log = logging.getLogger(__name__)
+
+
+RL_SETTINGS = RLConfig(iterations=8, learning_rate=1e-4, temperature=0.5)
+"""`run --with-rl`'s budget for the tiny model: 8 iterations of 16 tasks x 8 rollouts. Temperature 0.5 and
+learning rate 1e-4 were chosen on IL alone (docs/rl.md: at 1.0 the tiny model's samples are mostly noise)."""
 
 
 @dataclass
@@ -72,6 +80,11 @@ class Preset:
     """Shape and copy pretraining of the `tiny` model (used when model == "tiny")."""
     workers: int = 1
     """Worker processes for collection and branching."""
+    with_rl: bool = False
+    """RL after supervised training (`firsthand run --with-rl`): every trained model continues with the one RL
+    budget `rl`, once per algorithm of `rl_algos`, and is evaluated again."""
+    rl: RLConfig = field(default_factory=lambda: RL_SETTINGS)
+    rl_algos: tuple[str, ...] = ("grpo",)
     jobs: int | None = None
     """Trainings and evaluations run side by side in this many processes, each with cores / jobs threads
     (None: `jobs.default_workers()`, 1 on a GPU). Results do not depend on the order; the thread count
@@ -88,6 +101,7 @@ PRESETS: dict[str, Preset] = {
         max_steps=4,
         train=TrainConfig(epochs=1, batch_size=8, max_length=768),
         sr_max_new_tokens=64,
+        rl=RLConfig(iterations=1, tasks_per_iteration=2, group_size=2, learning_rate=1e-4, temperature=0.5),
     ),
     # Two seeds within `make run`'s 15 minutes on the 2-core machine: 150 demonstrations (the low-data
     # regime, where the paper's gains are largest) and a 2-layer tiny model, which trains twice as fast
@@ -151,6 +165,14 @@ def get_preset(name: str, **overrides: Any) -> Preset:
                 raise UnknownNameError(f"unknown {key} {unknown!r}; valid {key}: {', '.join(valid)}")
     if "k" in overrides:  # checked here, before collection runs, by branching's own rule
         BranchConfig(k=overrides["k"]).validate()
+    if "rl_iterations" in overrides:  # applied to the preset's own RL settings
+        overrides["rl"] = replace(PRESETS[name].rl, iterations=overrides.pop("rl_iterations"))
+        overrides["rl"].validate()
+    if "rl_algos" in overrides:
+        overrides["rl_algos"] = tuple(overrides["rl_algos"])
+        unknown = [a for a in overrides["rl_algos"] if a not in ALGORITHMS]
+        if unknown or not overrides["rl_algos"]:
+            raise UnknownNameError(f"unknown RL algorithms {unknown!r}; valid: {', '.join(ALGORITHMS)}")
     if "seeds" in overrides:
         overrides["seeds"] = tuple(overrides["seeds"])
         if not overrides["seeds"] or len(set(overrides["seeds"])) != len(overrides["seeds"]):
@@ -173,6 +195,10 @@ def get_preset(name: str, **overrides: Any) -> Preset:
     return replace(preset, **settings)
 
 
+def _without_rl(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if k not in ("with_rl", "rl", "rl_algos")}
+
+
 def eval_settings(env: str, thinks: bool = False) -> dict[str, Any]:
     """What `run` evaluates with on `env` (step limit, generation budget, batch): `firsthand eval`'s defaults,
     so that both commands give the same numbers for the same model. `thinks`: an SR model, which writes a
@@ -192,7 +218,8 @@ def run(preset: Preset, out: Path, progress: Progress = no_progress) -> dict[str
     out.mkdir(parents=True, exist_ok=True)
     preset_path = out / "preset.json"
     resolved = json.loads(json.dumps(asdict(preset)))
-    if preset_path.exists() and json.loads(preset_path.read_text()) != resolved:
+    # RL is added to a finished run without redoing it: its settings are checked by each RL stage instead
+    if preset_path.exists() and _without_rl(json.loads(preset_path.read_text())) != _without_rl(resolved):
         raise InvalidInputError(
             f"{str(out)!r} holds a run with other settings; resume it with the same preset and options, "
             f"or choose another --out"
@@ -255,7 +282,55 @@ def run(preset: Preset, out: Path, progress: Progress = no_progress) -> dict[str
                 evals.append(Job(_evaluate, args, total=episodes(label, seed), cost=_new_tokens(preset, label)))
         evals.append(Job(_evaluate, (preset, out, "random", seed, None), total=episodes("random", seed)))
     rows = run_jobs(evals, f"evaluate {len(evals)} agents", workers=workers, progress=progress)
-    return write_report(out, preset, [row for job_rows in rows for row in job_rows])
+    rows = [row for job_rows in rows for row in job_rows]
+    if preset.with_rl:
+        rows += _after_rl(preset, out, runs, manifests, workers, progress)
+    return write_report(out, preset, rows)
+
+
+def _after_rl(
+    preset: Preset,
+    out: Path,
+    runs: list[tuple[str, int, str, TrainConfig, list[tuple[str, int]]]],
+    manifests: list[dict[str, Any]],
+    workers: int,
+    progress: Progress,
+) -> list[dict[str, Any]]:
+    """RL from every trained model with one budget per algorithm, then the evaluation of each result; its rows
+    are labelled `{label}@{algo}`."""
+    jobs, started = [], []
+    for (label, seed, *_), manifest in zip(runs, manifests, strict=True):
+        model = out / "train" / f"{label}-seed{seed}" / manifest["model"]
+        for algo in preset.rl_algos:
+            folder = out / "rl" / f"{label}-seed{seed}-{algo}"
+            config = replace(
+                preset.rl, algo=algo, seed=seed, max_steps=preset.max_steps, max_new_tokens=_new_tokens(preset, label)
+            )
+            jobs.append(
+                Job(
+                    rl,
+                    (model, preset.env, folder, config),
+                    {"prompt": preset.prompt},
+                    total=0 if (folder / MANIFEST).exists() else config.iterations,
+                    cost=_new_tokens(preset, label),
+                )
+            )
+            started.append((f"{label}@{algo}", seed, folder, _compute(manifest)))
+    rl_manifests = run_jobs(jobs, f"rl {len(jobs)} models", workers=workers, progress=progress)
+    evals = []
+    for (label, seed, folder, trained), manifest in zip(started, rl_manifests, strict=True):
+        done = sum((out / "eval" / f"{label}-seed{seed}-{s}.json").exists() for s in preset.splits)
+        args = (preset, out, label, seed, folder / manifest["model"], {**trained, "rl_iterations": manifest["count"]})
+        evals.append(
+            Job(
+                _evaluate,
+                args,
+                total=(len(preset.splits) - done) * preset.eval_episodes,
+                cost=_new_tokens(preset, label),
+            )
+        )
+    rows = run_jobs(evals, f"evaluate {len(evals)} agents after RL", workers=workers, progress=progress)
+    return [row for job_rows in rows for row in job_rows]
 
 
 def _trainings(preset: Preset, data: dict[str, Path]) -> list[tuple[str, int, str, TrainConfig, list[tuple[str, int]]]]:
@@ -287,7 +362,7 @@ def _mean_chars(data: dict[str, Path]) -> dict[str, float]:
 
 def _new_tokens(preset: Preset, method: str) -> int:
     """The generation budget per step: SR's models may write a thought before their action."""
-    thinks = "sr" in method.split("-")[0].split("+")
+    thinks = "sr" in method.split("@")[0].split("-")[0].split("+")
     return preset.sr_max_new_tokens if thinks else preset.max_new_tokens
 
 

@@ -32,7 +32,11 @@ ORDER = ("random", "prompt", "il", "il-compute", "iwm", "sr", "iwm+sr")
 
 
 def method_name(label: str) -> str:
-    """A results label as the tables print it: `iwm-paper` is IWM under the paper's budget rule."""
+    """A results label as the tables print it: `iwm-paper` is IWM under the paper's budget rule, `sr@grpo` SR
+    continued with GRPO."""
+    if "@" in label:
+        start, _, algo = label.partition("@")
+        return f"{method_name(start)} + {algo.upper()}"
     method, _, rule = label.partition("-") if label != "il-compute" else (label, "", "")
     name = METHOD_NAMES.get(method, method)
     return f"{name} (paper budget)" if rule == "paper" else name
@@ -42,7 +46,8 @@ def ordered(labels: Any) -> list[str]:
     """Labels in table order: baselines, IL and its compute control, then each method, matched rule first."""
 
     def key(label: str) -> tuple[int, str]:
-        method = label if label == "il-compute" else label.split("-")[0]
+        start = label.split("@")[0]  # a model continued with RL sorts with its starting point
+        method = start if start == "il-compute" else start.split("-")[0]
         return (ORDER.index(method) if method in ORDER else len(ORDER), label)
 
     return sorted(labels, key=key)
@@ -80,10 +85,11 @@ def pool(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def versus_il(
-    out: Path, rows: list[dict[str, Any]], baseline_method: str = "il"
+    out: Path, rows: list[dict[str, Any]], baseline_method: str | Callable[[str], str] = "il"
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per method and split: success minus `baseline_method`'s (IL, or IL of equal compute), paired over the
-    same episodes (same seed, same tasks).
+    """Per method and split: success minus `baseline_method`'s (IL, or IL of equal compute; or, given a
+    function, the label it returns for each method: a model before RL), paired over the same episodes (same
+    seed, same tasks).
 
     Read from the evaluation files under `out`/eval; pairs of all seeds are pooled.
     """
@@ -96,10 +102,11 @@ def versus_il(
         return {e["task"]: bool(e["won"]) for e in json.loads(path.read_text())["episodes"]}
 
     pairs: dict[tuple[str, str], tuple[list[bool], list[bool]]] = defaultdict(lambda: ([], []))
+    baseline_of = baseline_method if callable(baseline_method) else lambda method: baseline_method
     for r in rows:
-        if r["method"] in ("il", "il-compute", "random"):
+        if r["method"] in ("il", "il-compute", "random") and not callable(baseline_method):
             continue
-        il, other = wins(baseline_method, r["seed"], r["split"]), wins(r["method"], r["seed"], r["split"])
+        il, other = wins(baseline_of(r["method"]), r["seed"], r["split"]), wins(r["method"], r["seed"], r["split"])
         if il is None or other is None:
             continue
         baseline, mine = pairs[(r["method"], r["split"])]
@@ -315,10 +322,97 @@ def terminal_summary(results: dict[str, Any]) -> str:
                     lambda c: f"{_signed(c['difference'])} ({_signed(c['ci_low'])} to {_signed(c['ci_high'])})",
                 )
                 lines.append(row(method_name(m), cells, width=22))
+    after = results.get("after_rl") or {}
+    if after:
+        lines += ["", row("after RL", splits)]
+        for m in ordered(after):
+            cells = _cells(
+                after[m], tuple(splits), lambda c: f"{_pct(c['success'])} ({_pct(c['ci_low'])}-{_pct(c['ci_high'])})"
+            )
+            lines.append(row(method_name(m)[:21], cells))
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
+def rl_markdown(
+    pooled: dict[str, dict[str, dict[str, Any]]],
+    after: dict[str, dict[str, dict[str, Any]]],
+    gains: dict[str, dict[str, dict[str, Any]]],
+    splits: tuple[str, ...],
+) -> str:
+    """The paper's Table 3 shape: each starting point's success before RL, after it, and the change (paired
+    over the same episodes)."""
+    if not after:
+        return ""
+    lines = [
+        "",
+        "After RL (success %, 95% interval; change: paired over the same episodes, 95% interval):",
+        "",
+        "| starting point | RL | " + " | ".join(f"{s} before | {s} after | {s} change" for s in splits) + " |",
+        "|---|---|" + "---|---|---|" * len(splits),
+    ]
+    for label in ordered(after):
+        start, _, algo = label.partition("@")
+        cells = []
+        for split in splits:
+            before, now, gain = (
+                pooled.get(start, {}).get(split),
+                after[label].get(split),
+                gains.get(label, {}).get(split),
+            )
+            cells.append(_pct(before["success"]) if before else "-")
+            cells.append(f"{_pct(now['success'])} ({_pct(now['ci_low'])}-{_pct(now['ci_high'])})" if now else "-")
+            cells.append(
+                f"{_signed(gain['difference'])} ({_signed(gain['ci_low'])} to {_signed(gain['ci_high'])})"
+                if gain
+                else "-"
+            )
+        lines.append(f"| {method_name(start)} | {algo.upper()} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def rl_curves(out: Path) -> dict[str, list[float]]:
+    """Rollout success at each RL iteration per `{label}@{algo}`, the mean over seeds (from out/rl)."""
+    runs: dict[str, list[list[float]]] = defaultdict(list)
+    for stats in sorted(Path(out).glob("rl/*/iterations.jsonl")):
+        label, _, algo = stats.parent.name.rpartition("-")
+        start = label.rpartition("-seed")[0]
+        lines = [json.loads(line) for line in stats.read_text(encoding="utf-8").splitlines() if line]
+        runs[f"{start}@{algo}"].append([line["success"] for line in lines])
+    return {
+        label: [statistics.fmean(c[i] for c in curves if i < len(c)) for i in range(max(map(len, curves)))]
+        for label, curves in runs.items()
+    }
+
+
+def rl_plot(curves: dict[str, list[float]], path: Path, title: str) -> None:
+    """Success of the rollouts against RL iterations, one line per starting point and algorithm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=120)
+    for label in ordered(curves):
+        ys = [100 * y for y in curves[label]]
+        style = "--" if label.endswith("@gigpo") else "-"
+        ax.plot(range(1, len(ys) + 1), ys, style, marker="o", markersize=3, label=method_name(label))
+    ax.set_xlabel("RL iteration")
+    ax.set_ylabel("success of the rollouts (%)")
+    ax.set_title(title + "\ntraining tasks, sampled rollouts; mean over seeds", fontsize=9)
+    ax.legend(frameon=False, fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(".tmp-" + path.name)
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    tmp.replace(path)
+
+
 def write_report(out: Path, preset: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    rl_rows = [r for r in rows if "@" in r["method"]]
+    rows = [r for r in rows if "@" not in r["method"]]
+    after = pool(rl_rows)
+    gains = versus_il(out, rl_rows, lambda label: label.partition("@")[0])
     pooled = pool(rows)
     compared = versus_il(out, rows)
     compute = versus_il(out, rows, "il-compute") if "il-compute" in pooled else {}
@@ -334,7 +428,9 @@ def write_report(out: Path, preset: Any, rows: list[dict[str, Any]]) -> dict[str
         "versus_il": compared,
         "versus_il_compute": compute,
         "failures": lost,
-        "per_seed": rows,
+        "after_rl": after,
+        "rl_gains": gains,
+        "per_seed": rows + rl_rows,
         "config": asdict(preset),
         "versions": package_versions(("torch", "transformers", "trl")),
     }
@@ -346,7 +442,10 @@ def write_report(out: Path, preset: Any, rows: list[dict[str, Any]]) -> dict[str
         + comparison_markdown(compute, splits, "IL trained for as many steps as the longest method")
         + seeds_markdown(pooled, splits)
         + failures_markdown(lost)
+        + rl_markdown(pooled, after, gains, splits)
     )
     (Path(out) / "results.md").write_text(text, encoding="utf-8")
     plot(pooled, tuple(preset.splits), Path(out) / "results.png", title)
+    if after:
+        rl_plot(rl_curves(out), Path(out) / "rl.png", title)
     return results
