@@ -1,137 +1,27 @@
-"""The evaluate stage: agents act for N episodes per split; success rate with Wilson intervals.
-
-Episodes run in batches: every active episode's prompt goes to the agent in one call (one batched
-`generate` for a model), each reply is parsed ("Action: ...") and the action is executed as given.
-An action that is not among the environment's valid actions counts toward the invalid-action rate
-(it still runs, and household answers "Nothing happens."). Adapters that say so in
-``info["invalid"]`` decide it themselves.
-"""
+"""The evaluate stage: agents act for N episodes per split (`episodes.run_episodes`); success rate with
+Wilson intervals."""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from firsthand.artifacts import MANIFEST, MODEL_PROMPT, read_model_prompt, write_json_atomic
-from firsthand.contract import Env, FirsthandError, InvalidInputError, normalize
+from firsthand.contract import FirsthandError, InvalidInputError, normalize
+from firsthand.episodes import EpisodeResult, LiveEpisode, run_episodes  # noqa: F401 (the stage's API)
 from firsthand.inference import Agent, AgentInput, ModelAgent, RandomAgent
 from firsthand.models import check_model_folder
 from firsthand.progress import Progress, no_progress
 from firsthand.prompts import PromptConfig, parse_action, policy_prompt
-from firsthand.registry import make, opened
+from firsthand.registry import opened
 from firsthand.replay import replay
 from firsthand.stats import wilson_interval
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EpisodeResult:
-    task: str
-    won: bool
-    steps: int
-    invalid_actions: int
-    truncated: bool
-    actions: list[str] = field(default_factory=list)
-
-
-@dataclass
-class LiveEpisode:
-    """An episode being played: its place in the task list, its environment and what the agent has seen."""
-
-    index: int
-    env: Env
-    task: str
-    goal: str
-    observation: str
-    history: list[tuple[str, str]] = field(default_factory=list)
-    result: EpisodeResult | None = None
-
-
-def run_episodes(
-    env_name: str,
-    split: str,
-    tasks: Sequence[str],
-    agent: Agent,
-    *,
-    prompt: PromptConfig | None = None,
-    batch_size: int = 32,
-    max_steps: int | None = None,
-    env_kwargs: dict[str, Any] | None = None,
-    on_episode: Callable[[EpisodeResult], None] | None = None,
-    on_step: Callable[[LiveEpisode, AgentInput, str], None] | None = None,
-) -> list[EpisodeResult]:
-    """Run `agent` on `tasks` of `split`, `batch_size` episodes at a time; results in task order (a task
-    listed twice is played twice). `on_step(episode, input, reply)` sees every step before its action runs,
-    with the environment still at the state the agent saw (RL records its samples there)."""
-    prompt = prompt or PromptConfig()
-    kwargs = dict(env_kwargs or {})
-    if max_steps is not None:
-        kwargs["max_steps"] = max_steps
-    results: dict[int, EpisodeResult] = {}
-    queue = list(enumerate(tasks))
-    active: list[LiveEpisode] = []
-    made: list[Env] = []  # every environment opened, closed at the end whatever happens (JVMs)
-    idle: list[Env] = []  # environments are reused: some adapters start a JVM per instance
-    try:
-        if queue:
-            made.append(make(env_name, split, **kwargs))
-            idle.append(made[0])
-            made[0].prepare(queue)
-        while queue or active:
-            while queue and len(active) < batch_size:  # keep the batch full as episodes finish
-                if not idle:
-                    made.append(make(env_name, split, **kwargs))
-                    idle.append(made[-1])
-                env, (index, task) = idle.pop(), queue.pop(0)
-                observation, info = env.reset(task)
-                active.append(LiveEpisode(index, env, task, str(info.get("goal", "")), observation))
-            inputs = [_agent_input(e, prompt, agent.wants_candidates) for e in active]
-            still: list[LiveEpisode] = []
-            for e, x, reply in zip(active, inputs, agent.act(inputs), strict=True):
-                if on_step:
-                    on_step(e, x, reply)
-                if _advance(e, x, reply):
-                    results[e.index] = e.result  # type: ignore[assignment]
-                    idle.append(e.env)
-                    if on_episode:
-                        on_episode(results[e.index])
-                else:
-                    still.append(e)
-            active = still
-    finally:
-        for env in made:
-            env.close()
-    return [results[i] for i in range(len(tasks))]
-
-
-def _agent_input(e: LiveEpisode, prompt: PromptConfig, wants_candidates: bool) -> AgentInput:
-    valid = e.env.valid_actions()
-    candidates = e.env.candidate_actions() if wants_candidates and not valid else []
-    return AgentInput(policy_prompt(e.goal, e.history, e.observation, valid, prompt), valid, candidates)
-
-
-def _advance(e: LiveEpisode, x: AgentInput, reply: str) -> bool:
-    """Execute the action in `reply` for episode `e`; True when the episode ended."""
-    action = parse_action(reply) or ""
-    r = e.env.step(action)
-    e.result = e.result or EpisodeResult(e.task, False, 0, 0, False)
-    e.result.steps += 1
-    if "invalid" in r.info:
-        e.result.invalid_actions += bool(r.info["invalid"])
-    else:
-        e.result.invalid_actions += bool(x.valid_actions) and action not in x.valid_actions
-    e.result.actions.append(action)
-    e.history.append((e.observation, action))
-    e.observation = r.observation
-    if r.terminated or r.truncated:
-        e.result.won, e.result.truncated = r.won, r.truncated
-        return True
-    return False
 
 
 def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:

@@ -42,13 +42,13 @@ from firsthand.artifacts import (
     write_model_prompt,
 )
 from firsthand.contract import InvalidInputError, UnknownNameError
+from firsthand.episodes import LiveEpisode, run_episodes
 from firsthand.inference import AgentInput, Generation, ModelAgent
 from firsthand.models import check_model_folder, load
 from firsthand.policy_gradient import ALGORITHMS, episode_advantages, ppo_clip_loss, step_rewards
 from firsthand.progress import Progress, no_progress
 from firsthand.prompts import PromptConfig, parse_action
 from firsthand.registry import opened
-from firsthand.stages.evaluate import LiveEpisode, run_episodes
 
 log = logging.getLogger(__name__)
 
