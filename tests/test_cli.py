@@ -19,7 +19,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_help_lists_every_command() -> None:
     r = run("--help")
     assert r.returncode == 0
-    for command in ("collect", "branch", "check", "envs", "run"):
+    for command in ("collect", "branch", "check", "envs", "run", "rl"):
         assert command in r.stdout
 
 

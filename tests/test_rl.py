@@ -302,3 +302,23 @@ def test_rl_raises_the_success_of_an_il_checkpoint_on_its_training_tasks(househo
     assert after >= before + 0.2, (before, after)
     curve = [s["success"] for s in read_jsonl(tmp_path / "rl" / "iterations.jsonl")]
     assert sum(curve[-4:]) / 4 > sum(curve[:4]) / 4, curve  # the rollouts' own success rose too
+
+
+def test_the_rl_command_runs_reports_each_iteration_and_refuses_bad_input(small_model: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "firsthand.cli", "rl", "--model", str(small_model)]
+    small = ["--iterations", "1", "--tasks-per-iteration", "1", "--group-size", "2", "--max-steps", "2"]
+    r = subprocess.run([*cli, "--out", str(tmp_path / "r"), *small], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "rl iteration 1/1: success" in r.stderr and "model: " in r.stdout
+    assert (tmp_path / "r" / "manifest.json").exists()
+    for args, message in (
+        (["--algo", "ppo"], "unknown RL algorithm 'ppo'; valid: grpo, gigpo"),
+        (["--group-size", "1"], "--group-size must be at least 2, got 1"),
+        (["--model", str(tmp_path / "nowhere")], "does not exist"),
+    ):
+        bad = subprocess.run([*cli, "--out", str(tmp_path / "b"), *args], capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    assert not (tmp_path / "b").exists()

@@ -377,6 +377,7 @@ def rl(
     from firsthand.stages.rl import rl as run_rl
 
     _setup_logging(verbose)
+    logging.getLogger("firsthand.stages.rl").setLevel(logging.INFO)  # a line per iteration: success, KL, ...
     with _errors():
         config.validate()
         prompt = model_prompt(model, history)

@@ -355,13 +355,18 @@ def rl(
             history.append(stats)
             _save_checkpoint(out, model, tokenizer, optimizer, history)
             log.info(
-                "rl iteration %d: success %.1f%%, invalid %.1f%%, zero-spread groups %d/%d, kl %.4f",
+                "rl iteration %d/%d: success %.1f%% of %d rollouts, no action %.1f%%, groups without spread %d/%d, "
+                "KL %.4f, clipped %.1f%%, %.0f s",
                 iteration + 1,
+                config.iterations,
                 100 * stats["success"],
+                stats["episodes"],
                 100 * stats["malformed_rate"],
                 stats["zero_spread_groups"],
                 stats["groups"],
                 stats["kl"],
+                100 * stats["clip_fraction"],
+                stats["rollout_seconds"] + stats["update_seconds"],
             )
             advance(1)
     final = out / "model"
