@@ -40,6 +40,8 @@ _LAZY = {
     "TrainConfig": "firsthand.stages.train",
     "evaluate": "firsthand.stages.evaluate",
     "make_agent": "firsthand.stages.evaluate",
+    "rl": "firsthand.stages.rl",
+    "RLConfig": "firsthand.stages.rl",
     "run": "firsthand.pipeline",
     "get_preset": "firsthand.pipeline",
     "Preset": "firsthand.pipeline",

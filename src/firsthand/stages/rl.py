@@ -330,6 +330,7 @@ def rl(
     import torch
 
     model, tokenizer = load(Path(model_path), for_training=True)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
     reference = copy.deepcopy(model).eval()
     for p in reference.parameters():
         p.requires_grad_(False)
@@ -489,7 +490,7 @@ def _resume(out: Path, model: Any, optimizer: Any) -> tuple[int, list[dict[str, 
 
     trained = AutoModelForCausalLM.from_pretrained(checkpoint / "model")
     model.load_state_dict(trained.state_dict())
-    state = torch.load(checkpoint / "state.pt", weights_only=True)
+    state = torch.load(checkpoint / "state.pt", weights_only=True, map_location="cpu")
     optimizer.load_state_dict(state["optimizer"])
     history = list(read_jsonl(checkpoint / STATS))
     log.info("resuming RL from iteration %d", state["iterations"])
