@@ -32,7 +32,9 @@ def il_model(root: Path) -> Path:
     build("il", root / "branches", root / "il", BuildConfig(prompt=PromptConfig(history=2, show_valid_actions=False)))
     texts = (r["prompt"] + r["completion"] for r in load_records(root / "il"))
     base = create_tiny(texts, root / "base", TinyConfig(hidden_size=128, intermediate_size=344, layers=2))
-    manifest = train("il", {"il": root / "il"}, base, root / "run", TrainConfig(epochs=30, batch_size=8, learning_rate=3e-3))
+    manifest = train(
+        "il", {"il": root / "il"}, base, root / "run", TrainConfig(epochs=30, batch_size=8, learning_rate=3e-3)
+    )
     return root / "run" / manifest["model"]
 
 
@@ -49,7 +51,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         model = args.model or il_model(root / "il")
-        print(f"model: {model}; {args.iterations} iterations of {args.tasks} tasks x {args.group} rollouts on household")
+        print(
+            f"model: {model}; {args.iterations} iterations of {args.tasks} tasks x {args.group} rollouts on household"
+        )
         header = (
             f"{'update on':<22}{'iter':>5}{'samples':>9}{'trained':>9}{'rollout s':>11}{'update s':>10}"
             f"{'gen tok/s':>11}{'upd tok/s':>11}{'rollout %':>11}"
@@ -77,7 +81,8 @@ def main() -> None:
                 print(
                     f"{name:<22}{s['iteration']:>5}{s['samples']:>9}{s['trained_samples']:>9}"
                     f"{s['rollout_seconds']:>11.2f}{s['update_seconds']:>10.2f}"
-                    f"{s['rollout_tokens_per_second']:>11.0f}{s['update_tokens_per_second']:>11.0f}{100 * share:>10.1f}%"
+                    f"{s['rollout_tokens_per_second']:>11.0f}{s['update_tokens_per_second']:>11.0f}"
+                    f"{100 * share:>10.1f}%"
                 )
             totals[skip] = lines[0]["update_seconds"]
         print(
