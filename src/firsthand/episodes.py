@@ -71,7 +71,7 @@ def run_episodes(
         if queue:
             made.append(make(env_name, split, **kwargs))
             idle.append(made[0])
-            made[0].prepare(queue)
+            made[0].prepare(list(tasks))
         while queue or active:
             while queue and len(active) < batch_size:  # keep the batch full as episodes finish
                 if not idle:
