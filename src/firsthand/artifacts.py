@@ -305,6 +305,15 @@ def write_model_prompt(model: Path, prompt: dict[str, Any]) -> None:
     write_json_atomic(Path(model) / MODEL_PROMPT, prompt)
 
 
+def trained_method(model: Path | str) -> str:
+    """The method of the firsthand run (`train`, or `rl` from a trained model) that made the model folder
+    `model`, read from that run's manifest beside it; "" for any other folder."""
+    manifest = Path(model).parent / MANIFEST
+    if not manifest.is_file():
+        return ""
+    return str(json.loads(manifest.read_text(encoding="utf-8")).get("config", {}).get("method", ""))
+
+
 def read_model_prompt(model: Path) -> PromptConfig | None:
     """The prompt settings a `firsthand train` model was trained with; None for other model folders.
 

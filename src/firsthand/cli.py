@@ -379,7 +379,6 @@ def rl(
     _setup_logging(verbose)
     logging.getLogger("firsthand.stages.rl").setLevel(logging.INFO)  # a line per iteration: success, KL, ...
     with _errors():
-        config.validate()
         prompt = model_prompt(model, history)
         defaults = eval_settings(env, thinks=thinks(model))
         config = replace(

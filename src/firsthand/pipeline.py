@@ -260,9 +260,8 @@ def run(preset: Preset, out: Path, progress: Progress = no_progress) -> dict[str
     ]
     manifests = run_jobs(jobs, f"train {len(jobs)} models", workers=workers, progress=progress)
 
-    def episodes(label: str, seed: int) -> int:  # evaluations on disk are read, not redone
-        todo = [s for s in preset.splits if not (out / "eval" / f"{label}-seed{seed}-{s}.json").exists()]
-        return len(todo) * preset.eval_episodes
+    def episodes(label: str, seed: int) -> int:
+        return _episodes_to_evaluate(preset, out, label, seed)
 
     evals = []
     for seed in preset.seeds:
@@ -319,18 +318,17 @@ def _after_rl(
     rl_manifests = run_jobs(jobs, f"rl {len(jobs)} models", workers=workers, progress=progress)
     evals = []
     for (label, seed, folder, trained), manifest in zip(started, rl_manifests, strict=True):
-        done = sum((out / "eval" / f"{label}-seed{seed}-{s}.json").exists() for s in preset.splits)
         args = (preset, out, label, seed, folder / manifest["model"], {**trained, "rl_iterations": manifest["count"]})
-        evals.append(
-            Job(
-                _evaluate,
-                args,
-                total=(len(preset.splits) - done) * preset.eval_episodes,
-                cost=_new_tokens(preset, label),
-            )
-        )
+        total = _episodes_to_evaluate(preset, out, label, seed)
+        evals.append(Job(_evaluate, args, total=total, cost=_new_tokens(preset, label)))
     rows = run_jobs(evals, f"evaluate {len(evals)} agents after RL", workers=workers, progress=progress)
     return [row for job_rows in rows for row in job_rows]
+
+
+def _episodes_to_evaluate(preset: Preset, out: Path, label: str, seed: int) -> int:
+    """Episodes a model's evaluation has still to play (evaluations on disk are read, not redone)."""
+    todo = [s for s in preset.splits if not (out / "eval" / f"{label}-seed{seed}-{s}.json").exists()]
+    return len(todo) * preset.eval_episodes
 
 
 def _trainings(preset: Preset, data: dict[str, Path]) -> list[tuple[str, int, str, TrainConfig, list[tuple[str, int]]]]:

@@ -3,14 +3,13 @@ Wilson intervals."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from firsthand.artifacts import MANIFEST, MODEL_PROMPT, read_model_prompt, write_json_atomic
+from firsthand.artifacts import MODEL_PROMPT, read_model_prompt, trained_method, write_json_atomic
 from firsthand.contract import FirsthandError, InvalidInputError, normalize
 from firsthand.episodes import EpisodeResult, LiveEpisode, run_episodes  # noqa: F401 (the stage's API)
 from firsthand.inference import Agent, AgentInput, ModelAgent, RandomAgent
@@ -200,8 +199,4 @@ def thinks(model: Path | str | None) -> bool:
     manifest of the `firsthand train` run it came from; False for any other folder)."""
     if model is None or str(model) == "random":
         return False
-    manifest = Path(model).parent / MANIFEST
-    if not manifest.is_file():
-        return False
-    method = json.loads(manifest.read_text(encoding="utf-8")).get("config", {}).get("method", "")
-    return "sr" in str(method).split("+")
+    return "sr" in trained_method(model).split("+")

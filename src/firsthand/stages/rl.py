@@ -31,13 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from firsthand.artifacts import (
-    MANIFEST,
     check_config,
     finished,
     model_hash,
     read_jsonl,
     read_model_prompt,
     relative,
+    trained_method,
     write_manifest,
     write_model_prompt,
 )
@@ -316,7 +316,7 @@ def rl(
         "env": env,
         "model": relative(model_path, out),
         "model_hash": model_hash(Path(model_path)),
-        "method": _method(model_path),
+        "method": trained_method(model_path),
         "prompt": asdict(prompt),
         "response_prefix": response_prefix,
         **asdict(config),
@@ -445,15 +445,6 @@ def _iteration(
         "rollout_tokens_per_second": generated / rollout_seconds if rollout_seconds else 0.0,
         "update_tokens_per_second": losses["update_sequence_tokens"] / update_seconds if update_seconds else 0.0,
     }
-
-
-def _method(model_path: Path) -> str:
-    """The training method of the `firsthand train` run a model folder came from ("" for other folders)."""
-    manifest = Path(model_path).parent / MANIFEST
-    if not manifest.is_file():
-        return ""
-    config = json.loads(manifest.read_text(encoding="utf-8")).get("config", {})
-    return str(config.get("method", ""))
 
 
 def _save_checkpoint(out: Path, model: Any, tokenizer: Any, optimizer: Any, history: list[dict[str, Any]]) -> None:
