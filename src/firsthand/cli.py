@@ -475,5 +475,65 @@ def run(
     typer.echo(f"every table: {out / 'results.md'}; plots: {plots}; data: {out / 'results.json'}")
 
 
+@app.command()
+def sweep(
+    axis: Annotated[str, typer.Argument(help="demos (fraction of the demonstrations), k, or width (tiny model).")],
+    out: Annotated[Path | None, typer.Option(help="Sweep directory (default runs/sweep-AXIS).")] = None,
+    values: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated values (demos: 0.125,0.25,0.5,1; k: 1,2,4,8; width: 128,256,448)."),
+    ] = None,
+    preset: Annotated[str, typer.Option(help="The preset every point starts from.")] = "quickstart",
+    env: Annotated[str | None, typer.Option(help="Override the preset's environment.")] = None,
+    train_episodes: Annotated[
+        int | None, typer.Option(help="Expert trajectories collected (the largest point).")
+    ] = None,
+    eval_episodes: Annotated[int | None, typer.Option(help="Override the episodes per split and seed.")] = None,
+    k: Annotated[int | None, typer.Option(help="Override the alternatives per expert state.")] = None,
+    layers: Annotated[int | None, typer.Option(help="Layers of the tiny model.")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Override the seeds, comma-separated (e.g. 0,1,2).")] = None,
+    methods: Annotated[str | None, typer.Option(help="Override the methods, comma-separated.")] = None,
+    budgets: Annotated[str | None, typer.Option(help="Override the budget rules, comma-separated.")] = None,
+    compute_control: Annotated[
+        bool | None,
+        typer.Option("--compute-control/--no-compute-control", help="Also train IL for the longest method's steps."),
+    ] = None,
+    jobs: Annotated[int | None, typer.Option(help="Trainings and evaluations side by side.")] = None,
+    verbose: Verbose = False,
+) -> None:
+    """The main job at several values of one setting (the paper's ablations, model size): a table and a plot."""
+    from firsthand.contract import InvalidInputError
+    from firsthand.pipeline import get_preset
+    from firsthand.sweep import AXES, Sweep
+    from firsthand.sweep import sweep as run_sweep
+
+    _setup_logging(verbose)
+    with _errors():
+        chosen = get_preset(
+            preset,
+            env=env,
+            jobs=jobs,
+            train_episodes=train_episodes,
+            eval_episodes=eval_episodes,
+            k=k,
+            seeds=_seeds(seeds),
+            methods=methods.split(",") if methods else None,
+            budgets=budgets.split(",") if budgets else None,
+            compute_control=compute_control,
+        )
+        if layers is not None:
+            if layers < 1:
+                raise InvalidInputError(f"--layers must be at least 1, got {layers!r}")
+            chosen = replace(chosen, tiny=replace(chosen.tiny, layers=layers))
+        try:
+            numbers = tuple(float(v) for v in values.split(",")) if values else AXES.get(axis, ())
+        except ValueError:
+            raise InvalidInputError(f"--values takes comma-separated numbers (e.g. 1,2,4,8), got {values!r}") from None
+        out = out or Path("runs") / f"sweep-{axis}"
+        run_sweep(Sweep(axis, numbers, chosen), out, _progress)
+    typer.echo((out / "sweep.md").read_text(encoding="utf-8"))
+    typer.echo(f"plot: {out / 'sweep.png'}; data: {out / 'sweep-results.json'}; each point: {out / 'points'}/")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

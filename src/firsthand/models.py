@@ -71,6 +71,12 @@ class TinyConfig:
     """Length of the random segment that each copy-pretraining sequence repeats."""
 
 
+def tiny_parameters(config: TinyConfig) -> int:
+    """Parameters of the tiny model of `config` (tied embeddings; a Llama block: attention, gated MLP, two norms)."""
+    h, layers = config.hidden_size, config.layers
+    return config.vocab_size * h + layers * (4 * h * h + 3 * h * config.intermediate_size + 2 * h) + h
+
+
 def require_training_stack() -> None:
     """Raise DependencyNotInstalled naming the extra when torch/transformers/trl are missing.
 

@@ -211,8 +211,11 @@ def eval_settings(env: str, thinks: bool = False) -> dict[str, Any]:
     }
 
 
-def run(preset: Preset, out: Path, progress: Progress = no_progress) -> dict[str, Any]:
-    """Run every stage of `preset` into `out`; return the results (also written to results.json)."""
+def run(preset: Preset, out: Path, progress: Progress = no_progress, *, branches: Path | None = None) -> dict[str, Any]:
+    """Run every stage of `preset` into `out`; return the results (also written to results.json).
+
+    `branches`: a finished branch directory to build the training data from, instead of collecting and
+    branching into `out` (the points of a sweep share one collection; see `firsthand.sweep`)."""
     out = Path(out)
     check_output_dir(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -226,17 +229,20 @@ def run(preset: Preset, out: Path, progress: Progress = no_progress) -> dict[str
         )
     write_json_atomic(preset_path, resolved)
 
-    with progress("collect", preset.train_episodes) as advance:
-        collect(
-            preset.env, "train", preset.train_episodes, out / "experts", workers=preset.workers, on_progress=advance
-        )
-    with progress("branch", preset.train_episodes) as advance:
-        branch(out / "experts", out / "branches", BranchConfig(k=preset.k), workers=preset.workers, on_progress=advance)
+    if branches is None:
+        with progress("collect", preset.train_episodes) as advance:
+            collect(
+                preset.env, "train", preset.train_episodes, out / "experts", workers=preset.workers, on_progress=advance
+            )
+        with progress("branch", preset.train_episodes) as advance:
+            branching = BranchConfig(k=preset.k)
+            branch(out / "experts", out / "branches", branching, workers=preset.workers, on_progress=advance)
+        branches = out / "branches"
     data = {}
     with progress("build", len(METHODS)) as advance:
         for method in METHODS:
             cfg = BuildConfig(prompt=preset.prompt, sr_alternatives=preset.sr_alternatives)
-            build(method, out / "branches", out / "data" / method, cfg)
+            build(method, branches, out / "data" / method, cfg)
             data[method] = out / "data" / method
             advance(1)
 

@@ -29,7 +29,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from firsthand.artifacts import finished, load_trajectories, read_manifest, relative, write_jsonl_atomic, write_manifest
+from firsthand.artifacts import (
+    finished,
+    load_branches,
+    load_trajectories,
+    read_manifest,
+    relative,
+    verified_manifest,
+    write_jsonl_atomic,
+    write_manifest,
+)
 from firsthand.contract import Branch, Env, InvalidInputError, Trajectory, UnknownNameError, normalize
 from firsthand.inference import ActionSampler, ProposalContext
 from firsthand.registry import opened
@@ -325,3 +334,62 @@ def branch(
         files=["trajectories.jsonl", *names],
         extra={"stats": stats},
     )
+
+
+def subset(source: Path, out: Path, *, trajectories: int | None = None, k: int | None = None) -> dict[str, Any]:
+    """A branch directory holding the first `trajectories` expert trajectories of the finished branch directory
+    `source` and, at each of their states, its first `k` alternatives (with the expert's transition); return
+    its manifest.
+
+    Sweeps use it so that collection and branching run once: the uniform proposer draws a state's K
+    alternatives as an ordered random sample, so its first k are a uniform k-subset of the valid actions, as a
+    run with K = k would draw (other draws, the same distribution)."""
+    out = Path(out)
+    parent = verified_manifest(Path(source), "branch")
+    kept, all_branches = load_branches(Path(source))
+    available = parent["config"]["branch"]["k"]
+    if trajectories is not None and not 1 <= trajectories <= len(kept):
+        raise InvalidInputError(
+            f"a subset needs 1 to {len(kept)} trajectories of {str(source)!r}, got {trajectories!r}"
+        )
+    if k is not None and not 1 <= k <= available:
+        raise InvalidInputError(f"a subset needs k from 1 to {available} (the k of {str(source)!r}), got {k!r}")
+    config = {
+        **parent["config"],
+        "experts": relative(Path(source) / parent["config"]["experts"], out),
+        "branch": {**parent["config"]["branch"], "k": k or available},
+        "subset_of": relative(source, out),
+        "subset_of_hash": parent["content_hash"],
+        "trajectories": trajectories or len(kept),
+    }
+    done = finished(out, "branch", config)
+    if done is not None:
+        return done
+    kept = kept[: config["trajectories"]]
+    ids = {t.id for t in kept}
+    taken: dict[tuple[str, int], int] = {}
+    records = []
+    for b in all_branches:
+        if b.trajectory_id not in ids:
+            continue
+        if not b.expert:
+            key = (b.trajectory_id, b.step_index)
+            taken[key] = taken.get(key, 0) + 1
+            if taken[key] > config["branch"]["k"]:
+                continue
+        records.append(b.to_dict())
+    stats = new_stats()
+    stats.update(
+        trajectories=len(kept),
+        states=sum(b["expert"] for b in records),
+        branches=len(records),
+        alternatives=sum(not b["expert"] for b in records),
+        short_states=sum(
+            taken.get((b["trajectory_id"], b["step_index"]), 0) < config["branch"]["k"] for b in records if b["expert"]
+        ),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl_atomic(out / "trajectories.jsonl", (t.to_dict() for t in kept))
+    write_jsonl_atomic(out / "branches-00000.jsonl", records)
+    files = ["trajectories.jsonl", "branches-00000.jsonl"]
+    return write_manifest(out, stage="branch", count=len(records), config=config, files=files, extra={"stats": stats})

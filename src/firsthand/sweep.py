@@ -1,0 +1,280 @@
+"""Sweeps: the main job at several values of one setting, the paper's ablations (its Figure 4) and model size.
+
+    firsthand sweep demos --out runs/sweep-demos        # 1/8, 1/4, 1/2 and all of the demonstrations
+    firsthand sweep k --out runs/sweep-k                # alternatives per state: 1, 2, 4, 8
+    firsthand sweep width --out runs/sweep-width        # the tiny model's width (parameters in the table)
+
+Collection and branching run once, at the largest value; each point builds its data from a subset of that
+branch directory (`stages.branch.subset`) and is a complete run directory of its own, so a sweep resumes
+point by point and stage by stage like `firsthand run`:
+
+    runs/sweep-demos/
+      experts/  branches/  sweep.json
+      points/demos-0.125/  (a run directory: branches/ data/ models/ train/ eval/ results.json ...)
+      sweep-results.json  sweep.md  sweep.png
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from firsthand.artifacts import check_output_dir, write_json_atomic
+from firsthand.contract import InvalidInputError, UnknownNameError
+from firsthand.models import TinyConfig, tiny_parameters
+from firsthand.pipeline import Preset, run
+from firsthand.progress import Progress, no_progress
+from firsthand.stages.branch import BranchConfig, branch, subset
+from firsthand.stages.collect import collect
+from firsthand.stages.report import method_name, ordered
+
+log = logging.getLogger(__name__)
+
+AXES: dict[str, tuple[float, ...]] = {
+    "demos": (0.125, 0.25, 0.5, 1.0),
+    "k": (1, 2, 4, 8),
+    "width": (128, 256, 448),
+}
+"""Each axis with its default values: `demos` is a fraction of the preset's expert trajectories, `k` the
+alternatives per expert state, `width` the tiny model's hidden size (its MLP keeps the ratio 344/128, its
+layers are the preset's)."""
+
+AXIS_LABELS = {
+    "demos": "expert trajectories (fraction of the preset's)",
+    "k": "alternatives per expert state (K)",
+    "width": "tiny model parameters",
+}
+
+
+@dataclass
+class Sweep:
+    axis: str
+    values: tuple[float, ...]
+    preset: Preset
+
+    def validate(self) -> None:
+        if self.axis not in AXES:
+            raise UnknownNameError(f"unknown sweep axis {self.axis!r}; valid axes: {', '.join(AXES)}")
+        if not self.values or len(set(self.values)) != len(self.values):
+            raise InvalidInputError(f"sweep values must be distinct and at least one, got {list(self.values)!r}")
+        for value in self.values:
+            if self.axis == "demos" and not 0 < value <= 1:
+                raise InvalidInputError(
+                    f"demos values are fractions of the preset's {self.preset.train_episodes} expert trajectories, "
+                    f"in (0, 1]; got {value!r}"
+                )
+            if self.axis in ("k", "width") and (value != int(value) or value < 1):
+                raise InvalidInputError(f"{self.axis} values must be whole numbers of at least 1, got {value!r}")
+            if self.axis == "width" and int(value) % self.preset.tiny.heads:
+                raise InvalidInputError(
+                    f"width {value!r} is not divisible by the tiny model's {self.preset.tiny.heads} attention heads"
+                )
+        if self.axis == "width" and self.preset.model != "tiny":
+            raise InvalidInputError(f"the width axis sizes the tiny model; the preset's model is {self.preset.model!r}")
+        if self.axis == "demos" and round(min(self.values) * self.preset.train_episodes) < 1:
+            raise InvalidInputError(
+                f"demos fraction {min(self.values)!r} of {self.preset.train_episodes} trajectories keeps none; "
+                f"collect more (--train-episodes) or choose a larger fraction"
+            )
+
+    def largest(self) -> Preset:
+        """The preset that collection and branching run with: every point's data is a subset of its."""
+        if self.axis == "k":
+            return replace(self.preset, k=int(max(self.values)))
+        return self.preset
+
+    def point(self, value: float, collected: int) -> tuple[str, Preset]:
+        """(folder name, preset) of the point at `value`; `collected`: trajectories the branch directory holds."""
+        name = f"{self.axis}-{value:g}"
+        if self.axis == "demos":
+            return name, replace(self.preset, train_episodes=max(1, round(value * collected)))
+        if self.axis == "k":
+            return name, replace(self.preset, k=int(value))
+        return name, replace(self.preset, tiny=width_config(self.preset.tiny, int(value)))
+
+
+def width_config(tiny: TinyConfig, width: int) -> TinyConfig:
+    """The tiny model at hidden size `width`, its MLP at the default's ratio (344 / 128)."""
+    default = TinyConfig()
+    return replace(
+        tiny, hidden_size=width, intermediate_size=round(width * default.intermediate_size / default.hidden_size)
+    )
+
+
+def sweep(spec: Sweep, out: Path, progress: Progress = no_progress) -> dict[str, Any]:
+    """Run every point of `spec` into `out`/points; return the sweep's results (also sweep-results.json)."""
+    spec.validate()
+    out = Path(out)
+    check_output_dir(out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = json.loads(json.dumps({"axis": spec.axis, "values": list(spec.values), "preset": asdict(spec.preset)}))
+    path = out / "sweep.json"
+    if path.exists() and json.loads(path.read_text(encoding="utf-8")) != settings:
+        raise InvalidInputError(
+            f"{str(out)!r} holds a sweep with other settings; resume it with the same axis, values and options, "
+            f"or choose another --out"
+        )
+    write_json_atomic(path, settings)
+
+    largest = spec.largest()
+    with progress("collect", largest.train_episodes) as advance:
+        collected = collect(
+            largest.env, "train", largest.train_episodes, out / "experts", workers=largest.workers, on_progress=advance
+        )["count"]
+    with progress("branch", collected) as advance:
+        branching = BranchConfig(k=largest.k)
+        branch(out / "experts", out / "branches", branching, workers=largest.workers, on_progress=advance)
+
+    points = []
+    for value in spec.values:
+        name, preset = spec.point(value, collected)
+        folder = out / "points" / name
+        log.info("sweep point %s", name)
+        if spec.axis == "width":
+            branches = out / "branches"  # the same data at every width
+        else:
+            branches = folder / "branches"
+            subset(out / "branches", branches, trajectories=preset.train_episodes, k=preset.k)
+        results = run(preset, folder, progress, branches=branches)
+        points.append(
+            {
+                "value": value,
+                "name": name,
+                "trajectories": preset.train_episodes,
+                "k": preset.k,
+                "parameters": tiny_parameters(preset.tiny) if preset.model == "tiny" else None,
+                "results": results["results"],
+                "versus_il": results["versus_il"],
+                "versus_il_compute": results["versus_il_compute"],
+            }
+        )
+    summary = {
+        "axis": spec.axis,
+        "values": list(spec.values),
+        "env": spec.preset.env,
+        "preset": spec.preset.name,
+        "seeds": list(spec.preset.seeds),
+        "splits": list(spec.preset.splits),
+        "points": points,
+    }
+    write_json_atomic(out / "sweep-results.json", summary)
+    (out / "sweep.md").write_text(sweep_markdown(summary), encoding="utf-8")
+    sweep_plot(summary, out / "sweep.png")
+    return summary
+
+
+def point_label(axis: str, point: dict[str, Any]) -> str:
+    """How a point is named in tables and on the plot's axis."""
+    if axis == "demos":
+        return f"{point['value']:g} ({point['trajectories']})"
+    if axis == "width":
+        return f"{point['value']:g} ({point['parameters'] / 1e6:.1f}M)"
+    return f"{point['value']:g}"
+
+
+def _cell(c: dict[str, Any] | None) -> str:
+    if not c:
+        return "-"
+    return f"{100 * c['success']:.1f} ({100 * c['ci_low']:.1f}-{100 * c['ci_high']:.1f})"
+
+
+def _diff(c: dict[str, Any] | None) -> str:
+    if not c:
+        return "-"
+    return f"{100 * c['difference']:+.1f} ({100 * c['ci_low']:+.1f} to {100 * c['ci_high']:+.1f})"
+
+
+def sweep_markdown(summary: dict[str, Any]) -> str:
+    """The sweep's table: success per point and method with its interval, and the paired difference from IL
+    (and from IL of equal compute, when the preset trains it)."""
+    axis, splits = summary["axis"], summary["splits"]
+    seeds = ", ".join(str(s) for s in summary["seeds"])
+    heading = {"demos": "demonstrations (fraction, trajectories)", "k": "K", "width": "width (parameters)"}[axis]
+    lines = [
+        f"## Sweep over {AXIS_LABELS[axis]}: {summary['env']}, seeds {seeds}",
+        "",
+        "Success % (95% Wilson interval, seeds pooled); difference from IL in points (95% interval, paired over "
+        "the same episodes).",
+        "",
+        f"| {heading} | method | " + " | ".join(splits) + " | " + " | ".join(f"vs IL, {s}" for s in splits) + " |",
+        "|---|---|" + "---|" * (2 * len(splits)),
+    ]
+    has_control = any(p["versus_il_compute"] for p in summary["points"])
+    for point in summary["points"]:
+        for label in ordered(point["results"]):
+            if label == "random":
+                continue
+            by_split = point["results"][label]
+            versus = point["versus_il"].get(label, {})
+            lines.append(
+                f"| {point_label(axis, point)} | {method_name(label)} | "
+                + " | ".join(_cell(by_split.get(s)) for s in splits)
+                + " | "
+                + " | ".join(_diff(versus.get(s)) for s in splits)
+                + " |"
+            )
+    if has_control:
+        lines += [
+            "",
+            "Difference from IL trained for as many steps as the longest method of the point (paired):",
+            "",
+            f"| {heading} | method | " + " | ".join(splits) + " |",
+            "|---|---|" + "---|" * len(splits),
+        ]
+        for point in summary["points"]:
+            for label in ordered(point["versus_il_compute"]):
+                versus = point["versus_il_compute"][label]
+                lines.append(
+                    f"| {point_label(axis, point)} | {method_name(label)} | "
+                    + " | ".join(_diff(versus.get(s)) for s in splits)
+                    + " |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def sweep_plot(summary: dict[str, Any], path: Path) -> None:
+    """Success against the swept value, one panel per split, one line per method, 95% intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axis, splits, points = summary["axis"], summary["splits"], summary["points"]
+    labels = [m for m in ordered({m for p in points for m in p["results"]}) if m != "random"]
+    xs = [p["parameters"] if axis == "width" else p["value"] for p in points]
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits), 3.6), dpi=120, sharey=True, squeeze=False)
+    spread = (math.log(max(xs)) - math.log(min(xs))) if len(xs) > 1 else 1.0
+    for ax, split in zip(axes[0], splits, strict=True):
+        for i, label in enumerate(labels):
+            # a small horizontal offset per method, so that the intervals do not hide each other
+            shift = math.exp((i - (len(labels) - 1) / 2) * 0.012 * spread)
+            cells = [(x * shift, p["results"].get(label, {}).get(split)) for x, p in zip(xs, points, strict=True)]
+            cells = [(x, c) for x, c in cells if c]
+            if not cells:
+                continue
+            ys = [100 * c["success"] for _, c in cells]
+            err = [
+                [100 * (c["success"] - c["ci_low"]) for _, c in cells],
+                [100 * (c["ci_high"] - c["success"]) for _, c in cells],
+            ]
+            ax.errorbar([x for x, _ in cells], ys, yerr=err, marker="o", ms=4, capsize=3, label=method_name(label))
+        ax.set_xscale("log")
+        ax.set_xticks(xs, [point_label(axis, p) for p in points], fontsize=7)
+        ax.minorticks_off()
+        ax.set_xlabel(AXIS_LABELS[axis], fontsize=8)
+        ax.set_title(split, fontsize=9)
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("success rate (%)")
+    axes[0][-1].legend(frameon=False, fontsize=7)
+    seeds = ", ".join(str(s) for s in summary["seeds"])
+    fig.suptitle(f"{summary['env']}: sweep over {AXIS_LABELS[axis]} (seeds {seeds}; 95% Wilson intervals)", fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_name(".tmp-" + path.name)
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    tmp.replace(path)
