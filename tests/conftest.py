@@ -30,3 +30,18 @@ def household_il(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "il", {"il": root / "il"}, base, root / "run", TrainConfig(epochs=30, batch_size=8, learning_rate=3e-3)
     )
     return root / "run" / manifest["model"]
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    """A k sweep (k = 1, 2) of the smoke preset with IWM and SR, 2 id_test episodes per point: (spec, folder,
+    summary). Its points are complete run directories, so the HTML report's tests read them too."""
+    from dataclasses import replace
+
+    from firsthand.pipeline import get_preset
+    from firsthand.sweep import Sweep, sweep
+
+    preset = replace(get_preset("smoke", methods=("iwm", "sr")), eval_episodes=2, splits=("id_test",), jobs=1)
+    spec = Sweep("k", (1, 2), preset)
+    out = tmp_path_factory.mktemp("sweep") / "sweep"
+    return spec, out, sweep(spec, out)

@@ -19,7 +19,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_help_lists_every_command() -> None:
     r = run("--help")
     assert r.returncode == 0
-    for command in ("collect", "branch", "check", "envs", "run", "rl"):
+    for command in ("collect", "branch", "check", "envs", "run", "rl", "sweep", "report"):
         assert command in r.stdout
 
 
@@ -181,6 +181,9 @@ def test_run_smoke_preset_end_to_end(tmp_path: Path) -> None:
     assert set(results["versus_il"]) == {"iwm", "sr"} and results["versus_il"]["sr"]["id_test"]["episodes"] == 3
     for stage in ("experts", "branches", "data/il", "data/iwm", "data/sr", "train/il-seed0", "train/sr-seed0"):
         assert (tmp_path / "run" / stage / "manifest.json").exists(), stage
+    assert "report with an episode viewer" in r.stdout and (tmp_path / "run" / "report.html").is_file()
+    report = run("report", str(tmp_path / "run"), "--out", str(tmp_path / "page.html"), "--samples", "1")
+    assert report.returncode == 0 and "minus IL" in report.stdout and (tmp_path / "page.html").is_file()
     # A second run finds every stage done and only reprints the table.
     again = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "IWM" in again.stdout
@@ -194,10 +197,26 @@ def test_run_smoke_preset_end_to_end(tmp_path: Path) -> None:
     assert results["after_rl"]["sr@gigpo"]["ood_test"]["episodes"] == 3
     assert set(results["results"]) == {"random", "il", "iwm", "sr"}  # the supervised table is unchanged
     assert (tmp_path / "run" / "rl.png").read_bytes()[:4] == b"\x89PNG"
+    assert "rl.png" in (tmp_path / "run" / "report.html").read_text()  # the report shows the RL curves too
     assert "after RL" in r.stdout and "SR + GIGPO" in r.stdout and "train 3 models: 0/0" in r.stdout
     assert "| IL | GRPO |" in (tmp_path / "run" / "results.md").read_text()
     table = r.stdout[r.stdout.index("success %") : r.stdout.index("every table:")]
     assert max(map(len, table.splitlines())) <= 80
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("size",), "unknown sweep axis 'size'; valid axes: demos, k, width"),
+        (("k", "--values", "1,x"), "--values takes comma-separated numbers (e.g. 1,2,4,8), got '1,x'"),
+        (("demos", "--values", "0.5,2"), "in (0, 1]; got 2.0"),
+        (("width", "--layers", "0"), "--layers must be at least 1, got 0"),
+    ],
+)
+def test_sweep_rejects_bad_arguments_before_any_work(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    r = run("sweep", *args, "--preset", "smoke", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_run_rejects_unknown_preset(tmp_path: Path) -> None:

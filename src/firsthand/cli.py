@@ -473,6 +473,33 @@ def run(
     typer.echo(terminal_summary(json.loads((out / "results.json").read_text(encoding="utf-8"))))
     plots = f"{out / 'results.png'}" + (f", {out / 'rl.png'}" if (out / "rl.png").exists() else "")
     typer.echo(f"every table: {out / 'results.md'}; plots: {plots}; data: {out / 'results.json'}")
+    typer.echo(f"report with an episode viewer: {out / 'report.html'}")
+
+
+@app.command()
+def report(
+    run: Annotated[Path, typer.Argument(help="The directory of a finished `firsthand run` or `firsthand sweep`.")],
+    html: Annotated[
+        bool, typer.Option("--html/--no-html", help="Write the page report.html (tables, plots, episode viewer).")
+    ] = True,
+    out: Annotated[Path | None, typer.Option(help="Where to write the page (default RUN/report.html).")] = None,
+    samples: Annotated[int, typer.Option(help="Expert trajectories, IWM targets and reflections shown.")] = 4,
+) -> None:
+    """Print a finished run's results; write its self-contained HTML report (no network needed to open it)."""
+    from firsthand.contract import InvalidInputError
+    from firsthand.stages.html import write_html
+    from firsthand.stages.report import terminal_summary
+
+    with _errors():
+        if samples < 0:
+            raise InvalidInputError(f"--samples must be at least 0, got {samples!r}")
+        if (run / "results.json").is_file():
+            typer.echo(terminal_summary(json.loads((run / "results.json").read_text(encoding="utf-8"))))
+        elif (run / "sweep.md").is_file():
+            typer.echo((run / "sweep.md").read_text(encoding="utf-8"))
+        page = write_html(run, out, samples=samples) if html else None
+    if page:
+        typer.echo(f"report: {page}")
 
 
 @app.command()
@@ -533,6 +560,7 @@ def sweep(
         run_sweep(Sweep(axis, numbers, chosen), out, _progress)
     typer.echo((out / "sweep.md").read_text(encoding="utf-8"))
     typer.echo(f"plot: {out / 'sweep.png'}; data: {out / 'sweep-results.json'}; each point: {out / 'points'}/")
+    typer.echo(f"report: {out / 'report.html'}")
 
 
 if __name__ == "__main__":  # pragma: no cover

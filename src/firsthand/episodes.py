@@ -27,6 +27,13 @@ class EpisodeResult:
     invalid_actions: int
     truncated: bool
     actions: list[str] = field(default_factory=list)
+    goal: str = ""
+    observations: list[str] = field(default_factory=list)
+    """What the agent saw before each action, then the last observation: what an episode viewer shows."""
+    invalid: list[bool] = field(default_factory=list)
+    """Per step: whether the environment did not accept the action."""
+    replies: list[str] = field(default_factory=list)
+    """Per step: the model's whole reply where it says more than the action (an SR model's thought), else ""."""
 
 
 @dataclass
@@ -105,20 +112,30 @@ def _agent_input(e: LiveEpisode, prompt: PromptConfig, wants_candidates: bool) -
     return AgentInput(policy_prompt(e.goal, e.history, e.observation, valid, prompt), valid, candidates)
 
 
+def _says_more(reply: str, action: str) -> bool:
+    """Whether a reply holds more than its action (and the "Action:" marker): a thought worth keeping."""
+    return bool(reply.replace(action, "", 1).replace("Action:", "").strip())
+
+
 def _advance(e: LiveEpisode, x: AgentInput, reply: str) -> bool:
     """Execute the action in `reply` for episode `e`; True when the episode ended."""
     action = parse_action(reply) or ""
     r = e.env.step(action)
-    e.result = e.result or EpisodeResult(e.task, False, 0, 0, False)
+    e.result = e.result or EpisodeResult(e.task, False, 0, 0, False, goal=e.goal)
     e.result.steps += 1
     if "invalid" in r.info:
-        e.result.invalid_actions += bool(r.info["invalid"])
+        invalid = bool(r.info["invalid"])
     else:
-        e.result.invalid_actions += bool(x.valid_actions) and action not in x.valid_actions
+        invalid = bool(x.valid_actions) and action not in x.valid_actions
+    e.result.invalid_actions += invalid
     e.result.actions.append(action)
+    e.result.observations.append(e.observation)
+    e.result.invalid.append(invalid)
+    e.result.replies.append(reply.strip() if _says_more(reply, action) else "")
     e.history.append((e.observation, action))
     e.observation = r.observation
     if r.terminated or r.truncated:
         e.result.won, e.result.truncated = r.won, r.truncated
+        e.result.observations.append(r.observation)
         return True
     return False

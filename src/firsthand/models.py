@@ -71,10 +71,11 @@ class TinyConfig:
     """Length of the random segment that each copy-pretraining sequence repeats."""
 
 
-def tiny_parameters(config: TinyConfig) -> int:
-    """Parameters of the tiny model of `config` (tied embeddings; a Llama block: attention, gated MLP, two norms)."""
+def tiny_parameters(config: TinyConfig, vocab_size: int | None = None) -> int:
+    """Parameters of the tiny model of `config` (tied embeddings; a Llama block: attention, gated MLP, two norms).
+    `vocab_size`: the vocabulary its tokenizer really learned (at most `config.vocab_size`), from its config.json."""
     h, layers = config.hidden_size, config.layers
-    return config.vocab_size * h + layers * (4 * h * h + 3 * h * config.intermediate_size + 2 * h) + h
+    return (vocab_size or config.vocab_size) * h + layers * (4 * h * h + 3 * h * config.intermediate_size + 2 * h) + h
 
 
 def require_training_stack() -> None:

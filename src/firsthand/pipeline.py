@@ -7,7 +7,7 @@ so an interrupted run picks up where it stopped and a finished stage is never re
       experts/  branches/  data/{il,iwm,sr}/  models/tiny-seed0/
       train/{il,iwm,sr}-seed0/  eval/{method}-seed0-{split}.json
       rl/{method}-seed0-{algo}/  eval/{method}@{algo}-seed0-{split}.json   (with --with-rl)
-      results.json  results.md  results.png  preset.json
+      results.json  results.md  results.png  report.html  preset.json
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from firsthand.stages.branch import BranchConfig, branch
 from firsthand.stages.build import BuildConfig, build
 from firsthand.stages.collect import collect
 from firsthand.stages.evaluate import evaluate, make_agent
+from firsthand.stages.html import write_html
 from firsthand.stages.report import write_report
 from firsthand.stages.rl import RLConfig, rl
 from firsthand.stages.train import TRAIN_METHODS, TrainConfig, planned_stages, train
@@ -290,7 +291,9 @@ def run(preset: Preset, out: Path, progress: Progress = no_progress, *, branches
     rows = [row for job_rows in rows for row in job_rows]
     if preset.with_rl:
         rows += _after_rl(preset, out, runs, manifests, workers, progress)
-    return write_report(out, preset, rows)
+    results = write_report(out, preset, rows)
+    write_html(out)
+    return results
 
 
 def _after_rl(

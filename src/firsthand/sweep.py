@@ -11,7 +11,7 @@ point by point and stage by stage like `firsthand run`:
     runs/sweep-demos/
       experts/  branches/  sweep.json
       points/demos-0.125/  (a run directory: branches/ data/ models/ train/ eval/ results.json ...)
-      sweep-results.json  sweep.md  sweep.png
+      sweep-results.json  sweep.md  sweep.png  report.html
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from firsthand.pipeline import Preset, run
 from firsthand.progress import Progress, no_progress
 from firsthand.stages.branch import BranchConfig, branch, subset
 from firsthand.stages.collect import collect
+from firsthand.stages.html import write_html
 from firsthand.stages.report import method_name, ordered
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def sweep(spec: Sweep, out: Path, progress: Progress = no_progress) -> dict[str,
                 "name": name,
                 "trajectories": preset.train_episodes,
                 "k": preset.k,
-                "parameters": tiny_parameters(preset.tiny) if preset.model == "tiny" else None,
+                "parameters": _parameters(preset, folder),
                 "results": results["results"],
                 "versus_il": results["versus_il"],
                 "versus_il_compute": results["versus_il_compute"],
@@ -164,7 +165,16 @@ def sweep(spec: Sweep, out: Path, progress: Progress = no_progress) -> dict[str,
     write_json_atomic(out / "sweep-results.json", summary)
     (out / "sweep.md").write_text(sweep_markdown(summary), encoding="utf-8")
     sweep_plot(summary, out / "sweep.png")
+    write_html(out)
     return summary
+
+
+def _parameters(preset: Preset, folder: Path) -> int | None:
+    """The tiny model's parameters at a point: its vocabulary is what the tokenizer learned from the point's data."""
+    if preset.model != "tiny":
+        return None
+    config = json.loads((folder / "models" / f"tiny-seed{preset.seeds[0]}" / "config.json").read_text(encoding="utf-8"))
+    return tiny_parameters(preset.tiny, config["vocab_size"])
 
 
 def point_label(axis: str, point: dict[str, Any]) -> str:
