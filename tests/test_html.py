@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from firsthand import InvalidInputError
-from firsthand.stages.html import markdown_html, write_html
+from firsthand.report_html import markdown_html, write_html
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(

@@ -487,7 +487,7 @@ def report(
 ) -> None:
     """Print a finished run's results; write its self-contained HTML report (no network needed to open it)."""
     from firsthand.contract import InvalidInputError
-    from firsthand.stages.html import write_html
+    from firsthand.report_html import write_html
     from firsthand.stages.report import terminal_summary
 
     with _errors():

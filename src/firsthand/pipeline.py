@@ -26,11 +26,11 @@ from firsthand.models import TinyConfig, starting_model
 from firsthand.policy_gradient import ALGORITHMS
 from firsthand.progress import Progress, no_progress
 from firsthand.prompts import PromptConfig
+from firsthand.report_html import write_html
 from firsthand.stages.branch import BranchConfig, branch
 from firsthand.stages.build import BuildConfig, build
 from firsthand.stages.collect import collect
 from firsthand.stages.evaluate import evaluate, make_agent
-from firsthand.stages.html import write_html
 from firsthand.stages.report import write_report
 from firsthand.stages.rl import RLConfig, rl
 from firsthand.stages.train import TRAIN_METHODS, TrainConfig, planned_stages, train

@@ -28,9 +28,9 @@ from firsthand.contract import InvalidInputError, UnknownNameError
 from firsthand.models import TinyConfig, tiny_parameters
 from firsthand.pipeline import Preset, run
 from firsthand.progress import Progress, no_progress
+from firsthand.report_html import write_html
 from firsthand.stages.branch import BranchConfig, branch, subset
 from firsthand.stages.collect import collect
-from firsthand.stages.html import write_html
 from firsthand.stages.report import method_name, ordered
 
 log = logging.getLogger(__name__)
