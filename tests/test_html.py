@@ -39,6 +39,10 @@ def point(smoke_sweep: tuple, tmp_path_factory: pytest.TempPathFactory) -> Path:
     evaluation = json.loads(path.read_text())
     evaluation["episodes"][1]["won"] = True
     path.write_text(json.dumps(evaluation))
+    path = folder / "eval" / "sr-seed0-id_test.json"  # a ScienceWorld-long observation, which has to fold
+    evaluation = json.loads(path.read_text())
+    evaluation["episodes"][0]["observations"][1] = "You see a long room. " * 150
+    path.write_text(json.dumps(evaluation))
     write_html(folder)
     return folder
 
@@ -75,6 +79,7 @@ def test_chromium_renders_the_tables_and_the_viewer(point: Path) -> None:
     assert [m for _, m in columns] == ["random", "iwm", "sr"]  # one column per method, first task
     assert dom.count('<li class="step') >= 4
     assert "2 task(s)" in dom
+    assert '<details><summary class="obs">You see a long room. You see a long room.' in dom  # folded
 
 
 @needs_chromium
