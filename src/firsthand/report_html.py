@@ -376,5 +376,6 @@ SCRIPT = r"""
   fill($("seed"), Object.keys(data.episodes[$("split").value])); pick("seed");
   onFilter();
   if (wanted.task) { pick("task"); render(); }
+  if (Object.keys(wanted).length) document.getElementById("episodes").scrollIntoView();  // a link to a view shows it
 })();
 """

@@ -114,11 +114,15 @@ def sweep(spec: Sweep, out: Path, progress: Progress = no_progress) -> dict[str,
     out.mkdir(parents=True, exist_ok=True)
     settings = json.loads(json.dumps({"axis": spec.axis, "values": list(spec.values), "preset": asdict(spec.preset)}))
     path = out / "sweep.json"
-    if path.exists() and json.loads(path.read_text(encoding="utf-8")) != settings:
-        raise InvalidInputError(
-            f"{str(out)!r} holds a sweep with other settings; resume it with the same axis, values and options, "
-            f"or choose another --out"
-        )
+    # Values may be added or dropped on a resume (each point is a run directory of its own); the axis and the
+    # preset may not: every point has to differ from the others in the swept value alone.
+    if path.exists():
+        before = json.loads(path.read_text(encoding="utf-8"))
+        if {k: v for k, v in before.items() if k != "values"} != {k: v for k, v in settings.items() if k != "values"}:
+            raise InvalidInputError(
+                f"{str(out)!r} holds a sweep with other settings; resume it with the same axis and options (values "
+                f"may change), or choose another --out"
+            )
     write_json_atomic(path, settings)
 
     largest = spec.largest()
@@ -258,6 +262,8 @@ def sweep_plot(summary: dict[str, Any], path: Path) -> None:
     xs = [p["parameters"] if axis == "width" else p["value"] for p in points]
     fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits), 3.6), dpi=120, sharey=True, squeeze=False)
     spread = (math.log(max(xs)) - math.log(min(xs))) if len(xs) > 1 else 1.0
+    highest = max((c["ci_high"] for p in points for m in labels for c in p["results"].get(m, {}).values()), default=1)
+    top = min(100, 10 * math.ceil(100 * highest / 10 + 0.5))  # the intervals fill the panel
     for ax, split in zip(axes[0], splits, strict=True):
         for i, label in enumerate(labels):
             # a small horizontal offset per method, so that the intervals do not hide each other
@@ -277,7 +283,7 @@ def sweep_plot(summary: dict[str, Any], path: Path) -> None:
         ax.minorticks_off()
         ax.set_xlabel(AXIS_LABELS[axis], fontsize=8)
         ax.set_title(split, fontsize=9)
-        ax.set_ylim(0, 100)
+        ax.set_ylim(0, top)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("success rate (%)")
     axes[0][-1].legend(frameon=False, fontsize=7)
