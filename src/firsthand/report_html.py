@@ -287,10 +287,10 @@ h1 { font-size: 1.3em; margin: .3em 0; } nav a { margin-right: .5em; }
 table { border-collapse: collapse; margin: .6em 0; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: left; } th { background: #f3f3f3; }
 figure { display: inline-block; margin: .5em; } figure img { max-width: 100%; border: 1px solid #eee; }
-pre { white-space: pre-wrap; background: #f7f7f7; padding: .4em; margin: .2em 0; }
+pre { white-space: pre-wrap; overflow-wrap: anywhere; background: #f7f7f7; padding: .4em; margin: .2em 0; }
 #viewer-controls label { margin-right: 1em; }
 #viewer { display: flex; gap: 1em; align-items: flex-start; margin-top: .8em; }
-.episode { flex: 1; min-width: 0; border: 1px solid #ccc; border-radius: 4px; padding: .4em; }
+.episode { flex: 1; min-width: 0; border: 1px solid #ccc; border-radius: 4px; padding: .4em; overflow-wrap: anywhere; }
 .episode h4 { margin: .2em 0; } .episode.won h4 { color: #176317; } .episode.lost h4 { color: #a01d1d; }
 .episode ol { padding-left: 1.6em; } .episode li { margin-bottom: .4em; }
 .action { font-weight: bold; font-family: monospace; }
