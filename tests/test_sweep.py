@@ -149,8 +149,9 @@ def test_a_sweep_runs_resumes_and_refuses_other_settings(smoke_sweep: tuple) -> 
     trained = read_manifest(out / "points" / "k-2" / "train" / "iwm-seed0", "train")["created"]
     assert sweep(spec, out)["points"] == summary["points"]  # resumed: every stage read back, nothing retrained
     assert read_manifest(out / "points" / "k-2" / "train" / "iwm-seed0", "train")["created"] == trained
-    # a value dropped: the remaining point is read back, not redone
+    # values dropped (the largest K too): the remaining point is read back, not redone
     assert sweep(Sweep("k", (2,), spec.preset), out)["points"] == summary["points"][1:]
+    assert sweep(Sweep("k", (1,), spec.preset), out)["points"] == summary["points"][:1]
     assert read_manifest(out / "points" / "k-2" / "train" / "iwm-seed0", "train")["created"] == trained
     with pytest.raises(InvalidInputError, match="holds a sweep with other settings"):
         sweep(Sweep("k", (1, 2), replace(spec.preset, eval_episodes=3)), out)

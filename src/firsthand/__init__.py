@@ -45,6 +45,8 @@ _LAZY = {
     "run": "firsthand.pipeline",
     "get_preset": "firsthand.pipeline",
     "Preset": "firsthand.pipeline",
+    "Sweep": "firsthand.sweep",
+    "write_html": "firsthand.report_html",
     "PromptConfig": "firsthand.prompts",
     "load_trajectories": "firsthand.artifacts",
     "load_branches": "firsthand.artifacts",

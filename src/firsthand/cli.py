@@ -151,6 +151,11 @@ def _seeds(text: str | None) -> tuple[int, ...] | None:
         raise InvalidInputError(f"--seeds takes comma-separated integers (e.g. 0,1,2), got {text!r}") from None
 
 
+def _names(text: str | None) -> list[str] | None:
+    """A comma-separated option (methods, budget rules, algorithms) as a list; None when not given."""
+    return text.split(",") if text else None
+
+
 @app.command()
 def envs() -> None:
     """List the registered environments."""
@@ -456,12 +461,12 @@ def run(
             eval_episodes=eval_episodes,
             k=k,
             seeds=_seeds(seeds),
-            methods=methods.split(",") if methods else None,
-            budgets=budgets.split(",") if budgets else None,
+            methods=_names(methods),
+            budgets=_names(budgets),
             compute_control=compute_control,
             with_rl=with_rl or None,
             rl_iterations=rl_iterations,
-            rl_algos=rl_algos.split(",") if rl_algos else None,
+            rl_algos=_names(rl_algos),
         )
         if walk_steps is not None:
             chosen = replace(chosen, tiny=replace(chosen.tiny, walk_steps=walk_steps))
@@ -544,8 +549,8 @@ def sweep(
             eval_episodes=eval_episodes,
             k=k,
             seeds=_seeds(seeds),
-            methods=methods.split(",") if methods else None,
-            budgets=budgets.split(",") if budgets else None,
+            methods=_names(methods),
+            budgets=_names(budgets),
             compute_control=compute_control,
         )
         if layers is not None:

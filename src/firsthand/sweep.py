@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from firsthand.artifacts import check_output_dir, write_json_atomic
+from firsthand.artifacts import MANIFEST, check_output_dir, read_manifest, write_json_atomic
 from firsthand.contract import InvalidInputError, UnknownNameError
 from firsthand.models import TinyConfig, tiny_parameters
 from firsthand.pipeline import Preset, run
@@ -130,8 +130,11 @@ def sweep(spec: Sweep, out: Path, progress: Progress = no_progress) -> dict[str,
         collected = collect(
             largest.env, "train", largest.train_episodes, out / "experts", workers=largest.workers, on_progress=advance
         )["count"]
+    k = largest.k
+    if spec.axis == "k" and (out / "branches" / MANIFEST).exists():  # a resume without the largest K: keep its branches
+        k = max(k, read_manifest(out / "branches", "branch")["config"]["branch"]["k"])
     with progress("branch", collected) as advance:
-        branching = BranchConfig(k=largest.k)
+        branching = BranchConfig(k=k)
         branch(out / "experts", out / "branches", branching, workers=largest.workers, on_progress=advance)
 
     points = []
