@@ -145,7 +145,7 @@ def test_a_sweep_runs_resumes_and_refuses_other_settings(smoke_sweep: tuple) -> 
     iwm = [read_manifest(out / "points" / f"k-{k}" / "data" / "iwm", "build")["count"] for k in (1, 2)]
     assert iwm[1] > iwm[0]
     assert (out / "sweep.md").read_text().count("| IWM |") == 2 and (out / "sweep.png").is_file()
-    assert (out / "report.html").is_file()
+    assert 'href="points/k-2/report.html"' in (out / "report.html").read_text()  # the sweep's page links each point's
     trained = read_manifest(out / "points" / "k-2" / "train" / "iwm-seed0", "train")["created"]
     assert sweep(spec, out)["points"] == summary["points"]  # resumed: every stage read back, nothing retrained
     assert read_manifest(out / "points" / "k-2" / "train" / "iwm-seed0", "train")["created"] == trained

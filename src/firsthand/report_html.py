@@ -71,9 +71,11 @@ def _results(run: Path) -> str:
         if (run / name).is_file():
             text += markdown_html((run / name).read_text(encoding="utf-8"))
     points = sorted((run / "points").glob("*/results.md")) if (run / "points").is_dir() else []
-    for path in points:  # a sweep: each point's own tables, folded
+    for path in points:  # a sweep: each point's own tables, folded, and a link to its own page
         inner = markdown_html(path.read_text(encoding="utf-8"))
-        text += f"<details><summary>point {html.escape(path.parent.name)}</summary>{inner}</details>\n"
+        name = html.escape(path.parent.name)
+        link = f' (<a href="points/{name}/report.html">its page</a>)' if (path.parent / "report.html").is_file() else ""
+        text += f"<details><summary>point {name}</summary>{link}{inner}</details>\n"
     return text
 
 
