@@ -51,7 +51,7 @@ def write_html(run: Path, out: Path | None = None, *, samples: int = 4, seed: in
     body = "\n".join(
         f'<section id="{name.lower()}"><h2>{name}</h2>\n{content}\n</section>' for name, content in sections
     )
-    payload = json.dumps(episodes, separators=(",", ":")).replace("</", "<\\/")
+    payload = json.dumps(episodes, separators=(",", ":")).replace("<", "\\u003c")  # no "</script>" or "<!--"
     page = PAGE.format(
         title=html.escape(f"firsthand: {run.resolve().name}"),
         style=STYLE,
