@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from firsthand.artifacts import MANIFEST, read_jsonl, write_text_atomic
+from firsthand.artifacts import MANIFEST, read_jsonl, read_manifest, write_text_atomic
 from firsthand.stages.report import method_name, ordered
 
 FOLD_CHARS = 600
@@ -160,10 +160,9 @@ def _data_views(run: Path, samples: int, seed: int) -> str:
 
 
 def _counters(folder: Path, stage: str) -> str:
-    path = folder / MANIFEST
-    if not path.is_file():
+    if not (folder / MANIFEST).is_file():
         return ""
-    stats = json.loads(path.read_text(encoding="utf-8")).get("stats") or {}
+    stats = read_manifest(folder, stage).get("stats") or {}
     cells = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{v:,}</td></tr>" for k, v in stats.items())
     return f'<table class="counters"><caption>{stage} counters</caption>{cells}</table>' if cells else ""
 
@@ -196,7 +195,7 @@ def _settings(run: Path) -> str:
             parts.append(f"<h3>{name}</h3><pre>{html.escape((run / name).read_text(encoding='utf-8'))}</pre>")
     manifests = sorted(p for p in run.rglob(MANIFEST) if "checkpoint" not in p.parts)
     for path in manifests:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = read_manifest(path.parent)
         manifest.pop("file_hashes", None)
         where = html.escape(str(path.parent.relative_to(run)))
         parts.append(

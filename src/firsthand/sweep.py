@@ -31,7 +31,7 @@ from firsthand.progress import Progress, no_progress
 from firsthand.report_html import write_html
 from firsthand.stages.branch import BranchConfig, branch, subset
 from firsthand.stages.collect import collect
-from firsthand.stages.report import method_name, ordered
+from firsthand.stages.report import method_name, ordered, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +293,4 @@ def sweep_plot(summary: dict[str, Any], path: Path) -> None:
     seeds = ", ".join(str(s) for s in summary["seeds"])
     fig.suptitle(f"{summary['env']}: sweep over {AXIS_LABELS[axis]} (seeds {seeds}; 95% Wilson intervals)", fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(".tmp-" + path.name)
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)

@@ -290,6 +290,13 @@ def plot(pooled: dict[str, dict[str, dict[str, Any]]], splits: tuple[str, ...], 
     ax.legend(frameon=False, fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
+    save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Write a matplotlib figure as PNG so that `path` exists only when complete, and free it."""
+    import matplotlib.pyplot as plt
+
     tmp = path.with_name(".tmp-" + path.name)
     fig.savefig(tmp, format="png")
     plt.close(fig)
@@ -402,10 +409,7 @@ def rl_plot(curves: dict[str, list[float]], path: Path, title: str) -> None:
     ax.legend(frameon=False, fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(".tmp-" + path.name)
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def write_report(out: Path, preset: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
