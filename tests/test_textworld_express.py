@@ -75,6 +75,19 @@ def test_tasks_interleave_games_deterministically() -> None:
         make("textworld-express", "train", games=["chess"])
 
 
+def test_games_chosen_in_the_name_reach_every_worker(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`--env textworld-express:games=...`: collection's spawned workers build the same restricted split."""
+    from firsthand.artifacts import load_trajectories
+    from firsthand.stages.collect import collect
+
+    name = "textworld-express:games=simonsays,twc"
+    manifest = collect(name, "train", 4, tmp_path / "e", workers=2, shard_size=2)
+    assert manifest["config"]["env"] == name and manifest["count"] == 4
+    assert [t.task for t in load_trajectories(tmp_path / "e")] == [
+        "simonsays-train-0", "twc-train-0", "simonsays-train-1", "twc-train-1",
+    ]  # fmt: skip
+
+
 def test_goal_reads_as_an_infinitive(env: TextWorldExpressEnv) -> None:
     for task in env.tasks(len(GAMES)):
         _, info = env.reset(task)

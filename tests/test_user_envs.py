@@ -82,3 +82,31 @@ def test_bad_specs_say_what_is_wrong(tmp_path: Path) -> None:
         make("no_such_module:make_env")
     with pytest.raises(UnknownNameError, match="package.module:factory"):
         make("lockbox-typo")
+
+
+def test_a_name_carries_the_adapters_arguments() -> None:
+    """`name:key=value:...` reaches the adapter, so every stage and worker rebuilds the same environment."""
+    from firsthand import InvalidInputError, make
+    from firsthand.registry import label, parse_name
+
+    assert parse_name("household") == ("household", {})
+    assert parse_name("textworld-express:games=coin,twc:max_steps=30") == (
+        "textworld-express",
+        {"games": "coin,twc", "max_steps": 30},
+    )
+    assert parse_name(f"{SPEC}:max_steps=7") == (SPEC, {"max_steps": 7})
+    assert parse_name('x:games=["coin"]:flag=true') == ("x", {"games": ["coin"], "flag": True})
+    assert label("textworld-express:games=coin,twc") == "textworld-express-games-coin-twc"
+    assert label(f"{SPEC}:max_steps=7") == "lockbox-max_steps-7"
+    env = make("household:max_steps=3", "id_test")
+    assert env.max_steps == 3
+    with pytest.raises(InvalidInputError, match=r"'household:colour=red'.*does not take these arguments.*colour"):
+        make("household:colour=red")
+    with pytest.raises(InvalidInputError, match="max_steps given both"):
+        make("household:max_steps=3", max_steps=4)
+    with pytest.raises(InvalidInputError, match="'oops' is not an argument"):
+        parse_name("household:max_steps=3:oops")
+    with pytest.raises(InvalidInputError, match="gives 'max_steps' twice"):
+        parse_name("household:max_steps=3:max_steps=4")
+    with pytest.raises(InvalidInputError, match="names no environment"):
+        parse_name("games=coin")

@@ -405,7 +405,9 @@ def run(
     preset: Annotated[str, typer.Option(help="quickstart, standard or smoke.")] = "quickstart",
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/PRESET).")] = None,
     model: Annotated[str | None, typer.Option(help="Override the preset's model.")] = None,
-    env: Annotated[str | None, typer.Option(help="Override the preset's environment.")] = None,
+    env: Annotated[
+        str | None, typer.Option(help="Override the preset's environment (NAME or NAME:key=value:..., arguments).")
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes for collect/branch.")] = None,
     jobs: Annotated[
         int | None, typer.Option(help="Trainings and evaluations side by side (1 on a GPU, else cores, max 4).")
@@ -470,8 +472,9 @@ def run(
         )
         if walk_steps is not None:
             chosen = replace(chosen, tiny=replace(chosen.tiny, walk_steps=walk_steps))
-        env_label = Path(chosen.env.rpartition(":")[0]).stem if ":" in chosen.env else chosen.env  # a factory spec
-        out = out or Path("runs") / (chosen.name if chosen.env == "household" else f"{chosen.name}-{env_label}")
+        from firsthand.registry import label
+
+        out = out or Path("runs") / (chosen.name if chosen.env == "household" else f"{chosen.name}-{label(chosen.env)}")
         run_pipeline(chosen, out, _progress)
     from firsthand.stages.report import terminal_summary
 
@@ -516,7 +519,9 @@ def sweep(
         typer.Option(help="Comma-separated values (demos: 0.125,0.25,0.5,1; k: 1,2,4,8; width: 128,256,448)."),
     ] = None,
     preset: Annotated[str, typer.Option(help="The preset every point starts from.")] = "quickstart",
-    env: Annotated[str | None, typer.Option(help="Override the preset's environment.")] = None,
+    env: Annotated[
+        str | None, typer.Option(help="Override the preset's environment (NAME or NAME:key=value:..., arguments).")
+    ] = None,
     train_episodes: Annotated[
         int | None, typer.Option(help="Expert trajectories collected (the largest point).")
     ] = None,

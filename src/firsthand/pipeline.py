@@ -26,6 +26,7 @@ from firsthand.models import TinyConfig, starting_model
 from firsthand.policy_gradient import ALGORITHMS
 from firsthand.progress import Progress, no_progress
 from firsthand.prompts import PromptConfig
+from firsthand.registry import parse_name
 from firsthand.report_html import write_html
 from firsthand.stages.branch import BranchConfig, branch
 from firsthand.stages.build import BuildConfig, build
@@ -179,7 +180,8 @@ def get_preset(name: str, **overrides: Any) -> Preset:
         if not overrides["seeds"] or len(set(overrides["seeds"])) != len(overrides["seeds"]):
             raise InvalidInputError(f"seeds must be distinct and at least one, got {list(overrides['seeds'])!r}")
     preset = replace(PRESETS[name], **overrides)
-    if preset.env not in ENV_SETTINGS:
+    env = parse_name(preset.env)[0]  # the adapter's settings hold whatever arguments its name carries
+    if env not in ENV_SETTINGS:
         log.warning(
             "environment %r has no settings in firsthand.pipeline.ENV_SETTINGS: the generic ones apply (step limit: "
             "the adapter's default_max_steps; prompt: the last 2 steps); choose others with run's options",
@@ -190,7 +192,7 @@ def get_preset(name: str, **overrides: Any) -> Preset:
     generic = Preset(name=preset.name)
     settings = {
         k: v
-        for k, v in ENV_SETTINGS.get(preset.env, {}).items()
+        for k, v in ENV_SETTINGS.get(env, {}).items()
         if k not in overrides and getattr(preset, k) == getattr(generic, k)
     }
     return replace(preset, **settings)

@@ -4,6 +4,9 @@ Adapters register a factory under a name; factories import their backend lazily 
 environments (or `firsthand --help`) never imports an optional package. An environment can be named three
 ways: a name registered in this process (`register`), a name an installed package declares in the entry-point
 group ``firsthand.envs``, or a factory spec, ``package.module:factory`` or ``path/to/file.py:factory``.
+Any of them may carry the adapter's keyword arguments after a colon, one ``key=value`` per colon
+(``textworld-express:games=simonsays,twc``): the name then travels through every stage, manifest and
+worker process as one string, so a run's configuration of its environment is recorded wherever its name is.
 Worker processes are spawned, not forked, so they rebuild the registry: `portable()` is what the parent
 hands them and `restore` what they run first.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import pickle
 import sys
 from collections.abc import Callable, Iterator
@@ -45,6 +49,43 @@ def names() -> list[str]:
     """Registered environment names and those installed packages declare, sorted."""
     declared = {ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
     return sorted(set(_REGISTRY) | declared)
+
+
+def parse_name(name: str) -> tuple[str, dict[str, Any]]:
+    """(environment, keyword arguments) of a name such as ``textworld-express:games=coin,twc:max_steps=30``.
+
+    Each ``key=value`` after a colon is one argument; a value is read as JSON where it parses as JSON
+    (``30``, ``true``, ``["coin"]``) and as a string otherwise; values cannot contain a colon."""
+    parts = name.split(":")
+    first = next((i for i, part in enumerate(parts) if "=" in part), len(parts))
+    base, arguments = ":".join(parts[:first]), parts[first:]
+    if not base:
+        raise InvalidInputError(f"environment {name!r} names no environment before its arguments")
+    kwargs: dict[str, Any] = {}
+    for part in arguments:
+        key, _, text = part.partition("=")
+        if not key.isidentifier() or "=" not in part:
+            raise InvalidInputError(
+                f"environment {name!r}: {part!r} is not an argument; write each as key=value after a colon "
+                f"(textworld-express:games=coin,twc)"
+            )
+        if key in kwargs:
+            raise InvalidInputError(f"environment {name!r} gives {key!r} twice")
+        try:
+            kwargs[key] = json.loads(text)
+        except ValueError:
+            kwargs[key] = text
+    return base, kwargs
+
+
+def label(name: str) -> str:
+    """A folder-friendly label of an environment name: a factory spec's file or module, and its arguments
+    (``textworld-express:games=coin,twc`` -> ``textworld-express-games-coin-twc``)."""
+    base, kwargs = parse_name(name)
+    if ":" in base:
+        base = Path(base.rpartition(":")[0]).stem
+    words = [base] + [f"{k}-{v}" for k, v in kwargs.items()]
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in "-".join(map(str, words))).strip("-")
 
 
 def _resolve(name: str) -> Callable[..., Env] | None:
@@ -103,7 +144,14 @@ def restore(moved: dict[str, Any]) -> None:
 
 
 def make(name: str, split: str = "train", **kwargs: Any) -> Env:
-    """Create environment `name` on task split `split` ("train", "id_test" or "ood_test")."""
+    """Create environment `name` on task split `split` ("train", "id_test" or "ood_test"); arguments in the
+    name (`parse_name`) and `kwargs` both go to the adapter."""
+    given = name
+    name, named = parse_name(name)
+    clash = sorted(set(named) & set(kwargs))
+    if clash:
+        raise InvalidInputError(f"environment {given!r}: {', '.join(clash)} given both in its name and by the caller")
+    kwargs = {**named, **kwargs}
     if name not in _REGISTRY:
         factory = _resolve(name)
         if factory is None:
@@ -115,7 +163,14 @@ def make(name: str, split: str = "train", **kwargs: Any) -> Env:
         _FOUND.add(name)
     if split not in SPLITS:
         raise UnknownNameError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
-    env = _REGISTRY[name](split=split, **kwargs)
+    try:
+        env = _REGISTRY[name](split=split, **kwargs)
+    except TypeError as e:
+        if "argument" not in str(e) or not named:
+            raise
+        raise InvalidInputError(
+            f"environment {given!r}: {name!r} does not take these arguments ({e}); see its adapter's parameters"
+        ) from None
     if not isinstance(env, Env):
         raise InvalidInputError(
             f"the factory registered as {name!r} returned a {type(env).__name__}, not a firsthand.Env: "
