@@ -20,6 +20,7 @@ import os
 import platform
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -29,6 +30,8 @@ from firsthand.contract import Branch, InvalidInputError, Trajectory
 from firsthand.prompts import PromptConfig
 
 MANIFEST = "manifest.json"
+CLAIM = ".claim"
+"""In a folder being written: which process writes it (see `claimed`)."""
 MODEL_PROMPT = "firsthand_prompt.json"
 """In a trained model's folder: the prompt settings of its training data, which evaluation renders with."""
 
@@ -223,6 +226,62 @@ def check_output_dir(out: Path) -> None:
     """Refuse an output folder that is an existing file, before any work is done."""
     if Path(out).exists() and not Path(out).is_dir():
         raise InvalidInputError(f"--out {str(out)!r} is an existing file; give a folder to write the stage into")
+
+
+@contextmanager
+def claimed(directory: Path) -> Iterator[None]:
+    """Hold `directory` for this process while it writes there.
+
+    A second launch on the same output (another terminal, another machine sharing the folder) is refused,
+    naming the holder, instead of doing the same work twice; a claim left by a process of this machine that
+    no longer runs is taken over; claims of this process nest."""
+    path = Path(directory) / CLAIM
+    me = {
+        "host": platform.node(),
+        "pid": os.getpid(),
+        "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):  # being written this instant, or removed: look again
+                continue
+            if holder.get("host") == me["host"] and holder.get("pid") == me["pid"]:
+                yield  # this process already holds it
+                return
+            if holder.get("host") == me["host"] and not _running(int(holder.get("pid", 0))):
+                path.unlink(missing_ok=True)  # left by a process that died
+                continue
+            raise InvalidInputError(
+                f"{str(directory)!r} is being written by process {holder.get('pid')} on {holder.get('host')!r} "
+                f"since {holder.get('since')}; wait for it to finish, or, if that process is gone, delete "
+                f"{str(path)!r} and run again"
+            ) from None
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(me, f)
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+        return
+    raise InvalidInputError(
+        f"could not claim {str(directory)!r}: {str(path)!r} keeps changing; is another run starting?"
+    )
+
+
+def _running(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def finished(out: Path, stage: str, config: dict[str, Any]) -> dict[str, Any] | None:

@@ -138,6 +138,18 @@ def _summary(title: str, manifest: dict[str, Any], out: Path) -> None:
 
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")]
 Workers = Annotated[int, typer.Option(help="Worker processes.")]
+ExecutorName = Annotated[
+    str, typer.Option(help="Where shards and jobs run: local (processes of this machine) or ray (docs/scaling.md).")
+]
+RayAddress = Annotated[
+    str | None, typer.Option(help="With --executor ray: auto or HOST:PORT of a running cluster (default: a local one).")
+]
+
+
+def _use_executor(executor: str, address: str | None) -> None:
+    from firsthand.executors import use
+
+    use(executor, address)
 
 
 def _seeds(text: str | None) -> tuple[int, ...] | None:
@@ -191,6 +203,8 @@ def collect(
     ] = 100,
     source: Annotated[Path | None, typer.Option("--from", help="Import demonstrations from this JSONL file.")] = None,
     workers: Workers = 1,
+    executor: ExecutorName = "local",
+    ray_address: RayAddress = None,
     verbose: Verbose = False,
 ) -> None:
     """Collect expert trajectories (or import demonstrations), each verified by replay."""
@@ -199,6 +213,7 @@ def collect(
 
     _setup_logging(verbose)
     with _errors():  # the stage checks its arguments and --out before any work; the bar starts with the work
+        _use_executor(executor, ray_address)
         with opened(env, split):  # fail on a bad name before drawing anything
             pass
         total = episodes
@@ -223,6 +238,8 @@ def branch(
     config: BranchConfig,
     model: Annotated[str | None, typer.Option(help="Policy model for --proposer policy/mixed.")] = None,
     workers: Workers = 1,
+    executor: ExecutorName = "local",
+    ray_address: RayAddress = None,
     verbose: Verbose = False,
 ) -> None:
     """Branch at every expert state: execute K alternatives and record what really happened."""
@@ -231,6 +248,7 @@ def branch(
 
     _setup_logging(verbose)
     with _errors():
+        _use_executor(executor, ray_address)
         config.validate()
         total = read_manifest(experts, "collect")["count"]
         with _progress("branch", total) as advance:
@@ -437,6 +455,8 @@ def run(
     rl_iterations: Annotated[
         int | None, typer.Option(help="RL iterations (quickstart: 8 of 16 tasks x 8 rollouts each).")
     ] = None,
+    executor: ExecutorName = "local",
+    ray_address: RayAddress = None,
     verbose: Verbose = False,
 ) -> None:
     """The main job: collect, branch, build, train IL/IWM/SR, evaluate, and print the table."""
@@ -447,6 +467,7 @@ def run(
 
     _setup_logging(verbose)
     with _errors():
+        _use_executor(executor, ray_address)
         if world_size() > 1:
             raise InvalidInputError(
                 f"`firsthand run` was launched on {world_size()} processes (torchrun / accelerate launch); it runs "
@@ -536,6 +557,8 @@ def sweep(
         typer.Option("--compute-control/--no-compute-control", help="Also train IL for the longest method's steps."),
     ] = None,
     jobs: Annotated[int | None, typer.Option(help="Trainings and evaluations side by side.")] = None,
+    executor: ExecutorName = "local",
+    ray_address: RayAddress = None,
     verbose: Verbose = False,
 ) -> None:
     """The main job at several values of one setting (the paper's ablations, model size): a table and a plot."""
@@ -546,6 +569,7 @@ def sweep(
 
     _setup_logging(verbose)
     with _errors():
+        _use_executor(executor, ray_address)
         chosen = get_preset(
             preset,
             env=env,

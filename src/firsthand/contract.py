@@ -117,6 +117,8 @@ class Env:
     snapshot_native: ClassVar[bool]
     splits: ClassVar[tuple[str, ...]] = SPLITS
     default_max_steps: ClassVar[int] = 50
+    worker_memory: ClassVar[int] = 0
+    """Bytes a worker process holding instances needs beyond Python (a JVM): reserved per task on Ray."""
 
     def __init__(self, split: str = "train", *, max_steps: int | None = None) -> None:
         self.max_steps = check_env_args(self.name, split, self.splits, max_steps, self.default_max_steps)

@@ -9,18 +9,16 @@ parent draws a single bar for all jobs (one live display at a time is all a term
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
-import queue as queues
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from firsthand import executors
 from firsthand.contract import InvalidInputError
 from firsthand.progress import Progress, no_progress
-from firsthand.registry import portable, restore
 
 
 @dataclass
@@ -49,7 +47,8 @@ def default_workers() -> int:
 
 
 def run_jobs(jobs: list[Job], description: str, *, workers: int = 1, progress: Progress = no_progress) -> list[Any]:
-    """Run `jobs` over `workers` processes (in this process when 1); return their results in order.
+    """Run `jobs` over `workers` processes (in this process when 1) or, with the Ray executor, as Ray tasks
+    of `cores // workers` cores each; return their results in order.
 
     Everything a job writes must be its own (its own output folder), so jobs can run in any order and an
     interrupted run resumes job by job from what each left on disk.
@@ -58,29 +57,25 @@ def run_jobs(jobs: list[Job], description: str, *, workers: int = 1, progress: P
         raise InvalidInputError(f"workers must be at least 1, got {workers!r}")
     results: list[Any] = [None] * len(jobs)
     with progress(description, sum(job.total for job in jobs)) as advance:
-        if workers == 1 or len(jobs) <= 1:
+        if executors.current().kind == "local" and (workers == 1 or len(jobs) <= 1):
             for i, job in enumerate(jobs):
                 results[i] = job.fn(*job.args, **job.kwargs, progress=_counting(advance))
             return results
         threads = max(1, (os.cpu_count() or 1) // workers)
-        with mp.get_context("spawn").Manager() as manager:
-            counts = manager.Queue()
-            spawn = mp.get_context("spawn")
-            pool = ProcessPoolExecutor(workers, mp_context=spawn, initializer=restore, initargs=(portable(),))
-            with pool:
-                longest_first = sorted(range(len(jobs)), key=lambda i: -jobs[i].cost)
-                futures = {pool.submit(_run, jobs[i], threads, counts): i for i in longest_first}
-                try:
-                    while futures:
-                        done, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
-                        _drain(counts, advance)
-                        for future in done:
-                            results[futures.pop(future)] = future.result()
-                except BaseException:
-                    for future in futures:
-                        future.cancel()
-                    raise
-            _drain(counts, advance)
+        with executors.progress_queue() as counts, executors.pool(workers, cpus=threads) as submit:
+            longest_first = sorted(range(len(jobs)), key=lambda i: -jobs[i].cost)
+            futures = {submit(_run, jobs[i], threads, counts): i for i in longest_first}
+            try:
+                while futures:
+                    done, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
+                    advance(executors.drain(counts))
+                    for future in done:
+                        results[futures.pop(future)] = future.result()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+            advance(executors.drain(counts))
     return results
 
 
@@ -100,11 +95,3 @@ def _run(job: Job, threads: int, counts: Any) -> Any:
 
     torch.set_num_threads(threads)
     return job.fn(*job.args, **job.kwargs, progress=_counting(counts.put))
-
-
-def _drain(counts: Any, advance: Callable[[int], None]) -> None:
-    while True:
-        try:
-            advance(counts.get_nowait())
-        except queues.Empty:
-            return

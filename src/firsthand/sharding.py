@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing as mp
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 from typing import Any
 
-from firsthand.artifacts import check_config, write_json_atomic, write_jsonl_atomic
+from firsthand import executors
+from firsthand.artifacts import check_config, claimed, write_json_atomic, write_jsonl_atomic
 from firsthand.contract import InvalidInputError
-from firsthand.registry import portable, restore
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +40,35 @@ def run_sharded(
     config: dict[str, Any],
     shard_size: int,
     workers: int = 1,
+    memory: int = 0,
     on_shard: Callable[[int], None] | None = None,
 ) -> tuple[list[str], dict[str, int]]:
     """Process `items` in shards with `fn`; return (shard file names, summed counters).
 
-    `on_shard(n_items)` is called after each shard is written (the CLI advances its progress bar).
+    `on_shard(n_items)` is called after each shard is written (the CLI advances its progress bar). `memory`:
+    bytes a worker needs beyond Python (a JVM), reserved per task on Ray. Two launches on the same `out`
+    do not both work: the second is refused while the first holds its claim.
     """
     if shard_size < 1:
         raise InvalidInputError(f"shard size must be at least 1, got {shard_size!r}")
     if workers < 1:
         raise InvalidInputError(f"--workers must be at least 1, got {workers!r}")
     out.mkdir(parents=True, exist_ok=True)
+    with claimed(out):
+        return _run_sharded(fn, items, out, prefix, config, shard_size, workers, memory, on_shard)
+
+
+def _run_sharded(
+    fn: ShardFn,
+    items: Sequence[Any],
+    out: Path,
+    prefix: str,
+    config: dict[str, Any],
+    shard_size: int,
+    workers: int,
+    memory: int,
+    on_shard: Callable[[int], None] | None,
+) -> tuple[list[str], dict[str, int]]:
     check_config(out, config)
     for stale in out.glob(f".{prefix}-*.tmp"):  # half-written shards of a killed run
         stale.unlink()
@@ -70,11 +87,11 @@ def run_sharded(
         if on_shard:
             on_shard(len(shards[i]))
 
-    if workers == 1 or len(pending) <= 1:
+    if not pending or (executors.current().kind == "local" and (workers == 1 or len(pending) == 1)):
         for i in pending:
             save(i, *fn(shards[i], config))
     else:
-        _run_pool(fn, shards, pending, config, workers, save)
+        _run_pool(fn, shards, pending, config, workers, memory, save)
 
     totals: dict[str, int] = {}
     for name in names:
@@ -89,22 +106,19 @@ def _run_pool(
     pending: list[int],
     config: dict[str, Any],
     workers: int,
+    memory: int,
     save: Callable[[int, list[dict[str, Any]], dict[str, int]], None],
 ) -> None:
-    """Run the `pending` shards over `workers` processes, saving each as it finishes (at most 2 per worker
-    in flight, so an interruption loses little)."""
-    # spawn, not fork: the parent may hold threads (progress bars, torch) that fork would copy.
-    pool = ProcessPoolExecutor(
-        max_workers=workers, mp_context=mp.get_context("spawn"), initializer=restore, initargs=(portable(),)
-    )
-    with pool:
+    """Run the `pending` shards over `workers` processes or Ray tasks, saving each as it finishes (at most 2
+    per worker in flight, so an interruption loses little)."""
+    with executors.pool(workers, memory=memory) as submit:
         futures = {}
         queue = list(pending)
         try:
             while queue or futures:
                 while queue and len(futures) < 2 * workers:
                     i = queue.pop(0)
-                    futures[pool.submit(fn, shards[i], config)] = i
+                    futures[submit(fn, shards[i], config)] = i
                 done, _ = wait(futures, return_when=FIRST_COMPLETED)
                 for future in done:
                     save(futures.pop(future), *future.result())

@@ -336,6 +336,7 @@ class ScienceWorldEnv(Env):
     name: ClassVar[str] = "scienceworld"
     snapshot_native: ClassVar[bool] = False
     default_max_steps: ClassVar[int] = 150
+    worker_memory: ClassVar[int] = 512 << 20  # one JVM per process, ~0.5 GB
 
     def __init__(
         self,

@@ -187,6 +187,7 @@ class TextWorldExpressEnv(Env):
     name: ClassVar[str] = "textworld-express"
     snapshot_native: ClassVar[bool] = True
     default_max_steps: ClassVar[int] = 50
+    worker_memory: ClassVar[int] = 128 << 20  # one JVM per instance, ~126 MB
 
     def __init__(
         self,

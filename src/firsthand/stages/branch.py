@@ -311,6 +311,8 @@ def branch(
     trajectories = load_trajectories(Path(experts))
     if not trajectories:
         raise InvalidInputError(f"{str(experts)!r} holds no trajectories to branch")
+    with opened(env, split, **(config.env_kwargs or {})) as instance:  # adapters start their JVMs lazily
+        memory = instance.worker_memory
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "trajectories.jsonl").exists():
         write_jsonl_atomic(out / "trajectories.jsonl", (t.to_dict() for t in trajectories))
@@ -322,6 +324,7 @@ def branch(
         config=stage_config,
         shard_size=effective_shard_size(len(trajectories), config.shard_size),
         workers=workers,
+        memory=memory,
         on_shard=on_progress,
     )
     if stats["resync_mismatches"]:

@@ -151,6 +151,7 @@ def collect(
         task_list = listing.tasks(episodes) if source is None and episodes > 0 else []
         if task_list:
             listing.prepare(task_list)
+        memory = listing.worker_memory
     if source is None:
         items: list[Any] = task_list
         fn = _collect_shard
@@ -168,6 +169,7 @@ def collect(
         config=config,
         shard_size=shard_size,
         workers=workers,
+        memory=memory,
         on_shard=on_progress,
     )
     if source is not None:
