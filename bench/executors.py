@@ -18,7 +18,7 @@ from firsthand import executors
 from firsthand.stages.branch import BranchConfig, branch
 from firsthand.stages.collect import collect
 
-SIZES = {"household": (60, 8), "scienceworld": (6, 2), "textworld-express": (40, 8)}
+SIZES = {"household": (600, 8), "scienceworld": (6, 2), "textworld-express": (200, 8)}
 """Trajectories and K per environment: a few seconds to a few minutes of branching each."""
 
 
