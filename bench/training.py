@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from firsthand.device import fast_bf16
+
 
 def measure(model_name: str, precision: str, steps: int, batch_size: int, only_firsthand: bool = False) -> dict:
     import torch
@@ -151,7 +153,7 @@ def main() -> None:
     for model in args.models.split(","):
         for precision in args.precisions.split(","):
             steps, batch = args.steps, args.batch_size
-            if model != "tiny" and precision == "bf16":
+            if model != "tiny" and precision == "bf16" and not fast_bf16():
                 steps, batch = 2, 2  # emulated bf16 on an AVX2 CPU: ~7 tok/s, keep it short
             cmd = [
                 sys.executable,

@@ -365,3 +365,23 @@ def test_a_tiny_model_folder_is_not_reused_with_another_shape(data: dict[str, Pa
     assert _tiny(data, tmp_path / "base") == base  # the same settings: reused
     with pytest.raises(InvalidInputError, match="other settings.*layers: 2 there, 3 now"):
         create_tiny([], base, TinyConfig(hidden_size=64, intermediate_size=128, layers=3, heads=2))
+
+
+def test_bf16_follows_the_cpus_flags_and_the_models_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch says "AVX512" on CPUs with AMX: the flags decide, and only models large enough to gain."""
+    import torch
+
+    from firsthand import device
+
+    if Path("/proc/cpuinfo").exists():  # Linux: the real flags are read
+        assert {"fpu", "sse2"} <= device.cpu_flags()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    for flags, small, large in [
+        ({"avx2", "avx512f"}, False, False),  # no native bf16: emulated, slower than fp32
+        ({"avx512f", "avx512_bf16"}, False, True),
+        ({"avx512f", "amx_bf16", "amx_tile"}, False, True),
+    ]:
+        monkeypatch.setattr(device, "cpu_flags", lambda flags=flags: frozenset(flags))
+        assert device.fast_bf16(500_000) is small and device.fast_bf16(135_000_000) is large
+        assert device.fast_bf16() is large  # size unknown: decided by the CPU alone

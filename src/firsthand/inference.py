@@ -121,7 +121,7 @@ class ModelAgent:
         greedy decoding otherwise never does (docs/results.md)."""
         self.max_prompt_tokens = max_prompt_tokens
         self.generate_seconds = 0.0
-        self.bf16 = fast_bf16()  # decided once, not at every step
+        self.bf16 = fast_bf16(model.num_parameters())  # decided once, not at every step
 
     @classmethod
     def from_path(cls, path: Path, **kwargs: Any) -> ModelAgent:

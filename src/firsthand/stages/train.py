@@ -94,8 +94,9 @@ def _conversational(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def sft_config(config: TrainConfig, steps: int, out: Path, **overrides: Any) -> Any:
-    """The TRL SFTConfig of every training stage (and of bench/training.py, which must measure the same)."""
+def sft_config(config: TrainConfig, steps: int, out: Path, parameters: int | None = None, **overrides: Any) -> Any:
+    """The TRL SFTConfig of every training stage (and of bench/training.py, which must measure the same);
+    `parameters`: the model's size, which decides automatic bf16 on a CPU (`device.fast_bf16`)."""
     import torch
     from trl import SFTConfig
 
@@ -108,7 +109,7 @@ def sft_config(config: TrainConfig, steps: int, out: Path, **overrides: Any) -> 
         warmup_steps=max(1, steps // 20),
         max_length=config.max_length,
         completion_only_loss=True,
-        bf16=fast_bf16() if config.bf16 is None else config.bf16,
+        bf16=fast_bf16(parameters) if config.bf16 is None else config.bf16,
         activation_checkpointing=False,  # ~25% faster for small models; memory is not the limit here
         use_cpu=not torch.cuda.is_available(),
         seed=config.seed,
@@ -184,7 +185,7 @@ def _sft_stage(
             if on_step:
                 on_step(1)
 
-    args = sft_config(config, steps, out)
+    args = sft_config(config, steps, out, parameters=model.num_parameters())
     import datasets
 
     shown = datasets.is_progress_bar_enabled()
