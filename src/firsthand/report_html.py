@@ -207,57 +207,16 @@ def _settings(run: Path) -> str:
 
 # -- Markdown (the report's own tables) to HTML ----------------------------------------------------
 def markdown_html(text: str) -> str:
-    """The subset of Markdown that results.md and sweep.md use: headings, pipe tables, paragraphs, code."""
-    out, paragraph, table, code = [], [], [], None
+    """results.md / sweep.md as HTML (markdown-it-py, CommonMark with pipe tables; raw HTML escaped), every
+    heading one level down so that the page's own title stays the only h1."""
+    from markdown_it import MarkdownIt
 
-    def flush() -> None:
-        if paragraph:
-            out.append(f"<p>{_inline(' '.join(paragraph))}</p>")
-            paragraph.clear()
-        if table:
-            head, *rows = [[c.strip() for c in row.strip().strip("|").split("|")] for row in table]
-            rows = [r for r in rows if not all(set(c) <= set("-: ") for c in r)]
-            out.append(
-                "<table><thead><tr>"
-                + "".join(f"<th>{_inline(c)}</th>" for c in head)
-                + "</tr></thead><tbody>"
-                + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in rows)
-                + "</tbody></table>"
-            )
-            table.clear()
-
-    for line in text.splitlines():
-        if code is not None:
-            if line.startswith("```"):
-                out.append(f"<pre>{html.escape(chr(10).join(code))}</pre>")
-                code = None
-            else:
-                code.append(line)
-        elif line.startswith("```"):
-            flush()
-            code = []
-        elif line.startswith("#"):
-            flush()
-            level = min(len(line) - len(line.lstrip("#")) + 1, 5)
-            out.append(f"<h{level}>{_inline(line.lstrip('#').strip())}</h{level}>")
-        elif line.startswith("|"):
-            if paragraph:
-                flush()
-            table.append(line)
-        elif not line.strip():
-            flush()
-        else:
-            if table:
-                flush()
-            paragraph.append(line.strip())
-    flush()
-    return "\n".join(out)
-
-
-def _inline(text: str) -> str:
-    text = html.escape(text)
-    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    tokens = md.parse(text)
+    for token in tokens:
+        if token.type in ("heading_open", "heading_close"):
+            token.tag = f"h{min(int(token.tag[1]) + 1, 6)}"
+    return md.renderer.render(tokens, md.options, {})
 
 
 # -- the page -----------------------------------------------------------------------------------------
