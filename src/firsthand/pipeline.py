@@ -198,6 +198,14 @@ def get_preset(name: str, **overrides: Any) -> Preset:
     return replace(preset, **settings)
 
 
+def collect_experts(preset: Preset, out: Path, progress: Progress = no_progress) -> int:
+    """The expert trajectories of `preset` collected into `out` (a run's or a sweep's); returns how many."""
+    with progress("collect", preset.train_episodes) as advance:
+        return collect(preset.env, "train", preset.train_episodes, out, workers=preset.workers, on_progress=advance)[
+            "count"
+        ]
+
+
 def _without_rl(settings: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in settings.items() if k not in ("with_rl", "rl", "rl_algos")}
 
@@ -234,15 +242,7 @@ def run(preset: Preset, out: Path, progress: Progress = no_progress, *, branches
         write_json_atomic(preset_path, resolved)
 
         if branches is None:
-            with progress("collect", preset.train_episodes) as advance:
-                collect(
-                    preset.env,
-                    "train",
-                    preset.train_episodes,
-                    out / "experts",
-                    workers=preset.workers,
-                    on_progress=advance,
-                )
+            collect_experts(preset, out / "experts", progress)
             with progress("branch", preset.train_episodes) as advance:
                 branching = BranchConfig(k=preset.k)
                 branch(out / "experts", out / "branches", branching, workers=preset.workers, on_progress=advance)

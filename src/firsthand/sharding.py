@@ -55,49 +55,36 @@ def run_sharded(
         raise InvalidInputError(f"--workers must be at least 1, got {workers!r}")
     out.mkdir(parents=True, exist_ok=True)
     with claimed(out):
-        return _run_sharded(fn, items, out, prefix, config, shard_size, workers, memory, on_shard)
+        check_config(out, config)
+        for stale in out.glob(f".{prefix}-*.tmp"):  # half-written shards of a killed run
+            stale.unlink()
+        shards = [items[i : i + shard_size] for i in range(0, len(items), shard_size)]
+        names = [shard_name(prefix, i) for i in range(len(shards))]
+        done = {i for i, name in enumerate(names) if (out / name).exists() and _stats_path(out, name).exists()}
+        pending = [i for i in range(len(names)) if i not in done]
+        if len(pending) < len(shards):
+            log.info("resuming: %d of %d shards already done in %s", len(shards) - len(pending), len(shards), out)
+            if on_shard:
+                waiting = set(pending)
+                on_shard(sum(len(shard) for i, shard in enumerate(shards) if i not in waiting))
 
+        def save(i: int, records: list[dict[str, Any]], stats: dict[str, int]) -> None:
+            write_json_atomic(_stats_path(out, names[i]), stats)
+            write_jsonl_atomic(out / names[i], records)
+            if on_shard:
+                on_shard(len(shards[i]))
 
-def _run_sharded(
-    fn: ShardFn,
-    items: Sequence[Any],
-    out: Path,
-    prefix: str,
-    config: dict[str, Any],
-    shard_size: int,
-    workers: int,
-    memory: int,
-    on_shard: Callable[[int], None] | None,
-) -> tuple[list[str], dict[str, int]]:
-    check_config(out, config)
-    for stale in out.glob(f".{prefix}-*.tmp"):  # half-written shards of a killed run
-        stale.unlink()
-    shards = [items[i : i + shard_size] for i in range(0, len(items), shard_size)]
-    names = [shard_name(prefix, i) for i in range(len(shards))]
-    pending = [i for i, name in enumerate(names) if not (out / name).exists() or not _stats_path(out, name).exists()]
-    if len(pending) < len(shards):
-        log.info("resuming: %d of %d shards already done in %s", len(shards) - len(pending), len(shards), out)
-        if on_shard:
-            waiting = set(pending)
-            on_shard(sum(len(shard) for i, shard in enumerate(shards) if i not in waiting))
+        if not pending or (executors.current().kind == "local" and (workers == 1 or len(pending) == 1)):
+            for i in pending:
+                save(i, *fn(shards[i], config))
+        else:
+            _run_pool(fn, shards, pending, config, workers, memory, save)
 
-    def save(i: int, records: list[dict[str, Any]], stats: dict[str, int]) -> None:
-        write_json_atomic(_stats_path(out, names[i]), stats)
-        write_jsonl_atomic(out / names[i], records)
-        if on_shard:
-            on_shard(len(shards[i]))
-
-    if not pending or (executors.current().kind == "local" and (workers == 1 or len(pending) == 1)):
-        for i in pending:
-            save(i, *fn(shards[i], config))
-    else:
-        _run_pool(fn, shards, pending, config, workers, memory, save)
-
-    totals: dict[str, int] = {}
-    for name in names:
-        for key, value in json.loads(_stats_path(out, name).read_text(encoding="utf-8")).items():
-            totals[key] = totals.get(key, 0) + value
-    return names, totals
+        totals: dict[str, int] = {}
+        for name in names:
+            for key, value in json.loads(_stats_path(out, name).read_text(encoding="utf-8")).items():
+                totals[key] = totals.get(key, 0) + value
+        return names, totals
 
 
 def _run_pool(

@@ -26,11 +26,10 @@ from typing import Any
 from firsthand.artifacts import MANIFEST, check_output_dir, claimed, read_manifest, write_json_atomic
 from firsthand.contract import InvalidInputError, UnknownNameError
 from firsthand.models import TinyConfig, tiny_parameters
-from firsthand.pipeline import Preset, run
+from firsthand.pipeline import Preset, collect_experts, run
 from firsthand.progress import Progress, no_progress
 from firsthand.report_html import write_html
 from firsthand.stages.branch import BranchConfig, branch, subset
-from firsthand.stages.collect import collect
 from firsthand.stages.report import method_name, ordered, save_figure
 
 log = logging.getLogger(__name__)
@@ -131,15 +130,7 @@ def sweep(spec: Sweep, out: Path, progress: Progress = no_progress) -> dict[str,
         write_json_atomic(path, settings)
 
         largest = spec.largest()
-        with progress("collect", largest.train_episodes) as advance:
-            collected = collect(
-                largest.env,
-                "train",
-                largest.train_episodes,
-                out / "experts",
-                workers=largest.workers,
-                on_progress=advance,
-            )["count"]
+        collected = collect_experts(largest, out / "experts", progress)
         k = largest.k
         if (
             spec.axis == "k" and (out / "branches" / MANIFEST).exists()
