@@ -130,3 +130,9 @@ def test_the_command_line_refuses_a_bad_executor(tmp_path: Path) -> None:
     r = subprocess.run([*cli, "--ray-address", "auto"], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "--ray-address 'auto' needs --executor ray" in r.stderr
     assert not (tmp_path / "e").exists()  # refused before any work
+
+
+def test_the_executor_is_reached_from_the_package_as_the_readme_shows() -> None:
+    code = "import firsthand\nprint(firsthand.executors.using.__name__, firsthand.sweep.sweep.__name__)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.split() == ["using", "sweep"], r.stderr

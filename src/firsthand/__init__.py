@@ -56,7 +56,13 @@ _LAZY = {
 }
 
 
+_MODULES = ("executors", "sweep")
+"""Modules reached as attributes (`firsthand.sweep.sweep(...)`, `firsthand.executors.using("ray")`)."""
+
+
 def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        return importlib.import_module(f"firsthand.{name}")
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'firsthand' has no attribute {name!r}")
