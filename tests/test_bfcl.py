@@ -9,8 +9,8 @@ import pytest
 
 from firsthand import SPLITS, InvalidInputError, NoExpertError, ReplayError, make
 from firsthand.envs.bfcl import END_TURN, BfclEnv, entries
-from firsthand.envs.bfcl.calls import Call, format_call, parse_call
 from firsthand.envs.bfcl.env import EXCLUDED
+from firsthand.envs.calls import Call, format_call, parse_call
 from firsthand.replay import replay
 from firsthand.testing import EnvContract
 

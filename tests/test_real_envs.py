@@ -16,7 +16,7 @@ from firsthand.stages.branch import BranchConfig, branch
 from firsthand.stages.build import BuildConfig, build
 from firsthand.stages.collect import collect
 
-REAL_ENVS = ("bfcl", "textworld-express", "textworld-cooking", "scienceworld")
+REAL_ENVS = ("bfcl", "textworld-express", "textworld-cooking", "scienceworld", "tau-retail")
 
 
 @pytest.mark.parametrize("env", REAL_ENVS)

@@ -143,6 +143,7 @@ ENV_SETTINGS: dict[str, dict[str, Any]] = {
     # Short valid-action lists (5-40); expert paths up to 30 steps; one 126 MB JVM per instance.
     "textworld-express": dict(max_steps=50, eval_batch_size=32),
     # Expert paths of 13-16 actions: the generic 20-step limit would leave a policy 4-7 spare actions.
+    "tau-retail": dict(max_steps=30),  # the longest ground truth: 13 calls
     "textworld-cooking": dict(max_steps=50),
     # Expert paths of 5-88 steps (median per task type) and long observations: the adapter's own
     # 150-step limit, and fewer environments stepped together (prompts of ~1,000 tokens).

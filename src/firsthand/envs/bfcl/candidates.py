@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 from bfcl_eval.eval_checker.multi_turn_eval.func_source_code.gorilla_file_system import Directory, File
 
-from firsthand.envs.bfcl.calls import format_call
+from firsthand.envs.calls import format_call
 
 PER_FUNCTION = 3
 """At most this many calls per function (each parameter's values are zipped, not multiplied)."""

@@ -68,8 +68,8 @@ from bfcl_eval.constants.executable_backend_config import (
 from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_checker import response_checker, state_checker
 
 from firsthand.contract import Env, InvalidInputError, NoExpertError
-from firsthand.envs.bfcl.calls import Call, format_call, parse_call
 from firsthand.envs.bfcl.candidates import candidate_calls
+from firsthand.envs.calls import Call, format_call, parse_call
 
 END_TURN = "end_turn()"
 """The action that ends the current turn (the agent has nothing more to call for this request)."""

