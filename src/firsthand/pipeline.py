@@ -243,8 +243,8 @@ def run(preset: Preset, out: Path, progress: Progress = no_progress, *, branches
         write_json_atomic(preset_path, resolved)
 
         if branches is None:
-            collect_experts(preset, out / "experts", progress)
-            with progress("branch", preset.train_episodes) as advance:
+            collected = collect_experts(preset, out / "experts", progress)  # fewer when the split is smaller
+            with progress("branch", collected) as advance:
                 branching = BranchConfig(k=preset.k)
                 branch(out / "experts", out / "branches", branching, workers=preset.workers, on_progress=advance)
             branches = out / "branches"
