@@ -191,23 +191,24 @@ class TauRetailEnv(Env):
 
     def _step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         task = self._require_task()
-        text = action.strip()
         ended, invalid = False, False
-        if text == END:
+        try:
+            call = parse_call(action)
+        except InvalidInputError as e:
+            call, observation, invalid = None, f"Invalid action: {e}", True
+        if call is None:
+            pass
+        elif call.name == END[:-2]:
             observation, ended = "The conversation has ended.", True
-        elif text.startswith(f"{RESPOND}("):
-            try:
-                call = parse_call(text)
-                message = dict(call.kwargs).get("message", call.args[0] if call.args else None)
-                if not isinstance(message, str):
-                    raise InvalidInputError("respond() takes message='...'")
-            except (InvalidInputError, IndexError) as e:
-                observation, invalid = f"Invalid action: {e}", True
-            else:
+        elif call.name == RESPOND:
+            message = dict(call.kwargs).get("message", call.args[0] if call.args else None)
+            if isinstance(message, str):
                 self._said.append(message)
                 observation = f"Customer: {task.known} Yes, please go ahead.".replace("  ", " ")
+            else:
+                observation, invalid = "Invalid action: respond() takes message='...', a string", True
         else:
-            observation, invalid, tool = _execute(self._db, text)
+            observation, invalid, tool = _execute(self._db, action)
             ended = tool == "transfer_to_human_agents" and not invalid
         self._seen.append(observation)
         won = ended and self._settled(task)
