@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from firsthand.models import TinyConfig, starting_model
 from firsthand.policy_gradient import ALGORITHMS
 from firsthand.progress import Progress, no_progress
 from firsthand.prompts import PromptConfig
-from firsthand.registry import parse_name
+from firsthand.registry import opened, parse_name
 from firsthand.report_html import write_html
 from firsthand.stages.branch import BranchConfig, branch
 from firsthand.stages.build import BuildConfig, build
@@ -348,7 +349,14 @@ def _after_rl(
 def _episodes_to_evaluate(preset: Preset, out: Path, label: str, seed: int) -> int:
     """Episodes a model's evaluation has still to play (evaluations on disk are read, not redone)."""
     todo = [s for s in preset.splits if not (out / "eval" / f"{label}-seed{seed}-{s}.json").exists()]
-    return len(todo) * preset.eval_episodes
+    return sum(_split_episodes(preset.env, s, preset.eval_episodes) for s in todo)
+
+
+@cache
+def _split_episodes(env: str, split: str, episodes: int) -> int:
+    """How many of `episodes` a split holds (tau-retail's id_test has 18 tasks)."""
+    with opened(env, split) as instance:  # adapters start their processes lazily: listing tasks costs nothing
+        return len(instance.tasks(episodes))
 
 
 def _trainings(preset: Preset, data: dict[str, Path]) -> list[tuple[str, int, str, TrainConfig, list[tuple[str, int]]]]:
