@@ -233,79 +233,82 @@ def run(preset: Preset, out: Path, progress: Progress = no_progress, *, branches
     check_output_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     with claimed(out):  # a second launch on the same folder is refused, not run twice
-        preset_path = out / "preset.json"
-        resolved = json.loads(json.dumps(asdict(preset)))
-        # RL is added to a finished run without redoing it: its settings are checked by each RL stage instead
-        if preset_path.exists() and _without_rl(json.loads(preset_path.read_text())) != _without_rl(resolved):
-            raise InvalidInputError(
-                f"{str(out)!r} holds a run with other settings; resume it with the same preset and options, "
-                f"or choose another --out"
-            )
-        write_json_atomic(preset_path, resolved)
+        return _run(preset, out, progress, branches)
 
-        if branches is None:
-            collected = collect_experts(preset, out / "experts", progress)  # fewer when the split is smaller
-            with progress("branch", collected) as advance:
-                branching = BranchConfig(k=preset.k)
-                branch(out / "experts", out / "branches", branching, workers=preset.workers, on_progress=advance)
-            branches = out / "branches"
-        data = {}
-        with progress("build", len(METHODS)) as advance:
-            for method in METHODS:
-                cfg = BuildConfig(prompt=preset.prompt, sr_alternatives=preset.sr_alternatives)
-                build(method, branches, out / "data" / method, cfg)
-                data[method] = out / "data" / method
-                advance(1)
 
-        bases = {}
-        for seed in preset.seeds:
-            tiny = replace(preset.tiny, seed=seed, walk_tasks=preset.train_episodes)
-            folder = out / "models" / f"tiny-seed{seed}"
-            bases[seed] = starting_model(
-                preset.model, data.values(), folder, tiny=tiny, env=preset.env, progress=progress
-            )
-        workers = preset.jobs or default_workers()
-        runs = _trainings(preset, data)
-        chars = _mean_chars(data)
-        jobs = [
-            Job(
-                train,
-                (method, data, bases[seed], out / "train" / f"{label}-seed{seed}", cfg),
-                # a finished training counts for nothing: the bar shows the work still to do
-                total=0 if (out / "train" / f"{label}-seed{seed}" / MANIFEST).exists() else sum(s for _, s in stages),
-                cost=sum(steps * chars[kind] for kind, steps in stages),  # characters to process: ~ time
-            )
-            for label, seed, method, cfg, stages in runs
-        ]
-        manifests = run_jobs(jobs, f"train {len(jobs)} models", workers=workers, progress=progress)
+def _run(preset: Preset, out: Path, progress: Progress, branches: Path | None) -> dict[str, Any]:
+    """`run` inside its claim on `out`."""
+    preset_path = out / "preset.json"
+    resolved = json.loads(json.dumps(asdict(preset)))
+    # RL is added to a finished run without redoing it: its settings are checked by each RL stage instead
+    if preset_path.exists() and _without_rl(json.loads(preset_path.read_text())) != _without_rl(resolved):
+        raise InvalidInputError(
+            f"{str(out)!r} holds a run with other settings; resume it with the same preset and options, "
+            f"or choose another --out"
+        )
+    write_json_atomic(preset_path, resolved)
 
-        def episodes(label: str, seed: int) -> int:
-            return _episodes_to_evaluate(preset, out, label, seed)
+    if branches is None:
+        collected = collect_experts(preset, out / "experts", progress)  # fewer when the split is smaller
+        with progress("branch", collected) as advance:
+            branching = BranchConfig(k=preset.k)
+            branch(out / "experts", out / "branches", branching, workers=preset.workers, on_progress=advance)
+        branches = out / "branches"
+    data = {}
+    with progress("build", len(METHODS)) as advance:
+        for method in METHODS:
+            cfg = BuildConfig(prompt=preset.prompt, sr_alternatives=preset.sr_alternatives)
+            build(method, branches, out / "data" / method, cfg)
+            data[method] = out / "data" / method
+            advance(1)
 
-        evals = []
-        for seed in preset.seeds:
-            if preset.model != "tiny":  # a pretrained instruct model: the zero-shot prompt baseline
-                evals.append(
-                    Job(
-                        _evaluate,
-                        (preset, out, "prompt", seed, bases[seed]),
-                        total=episodes("prompt", seed),
-                        cost=preset.max_new_tokens,
-                    )
+    bases = {}
+    for seed in preset.seeds:
+        tiny = replace(preset.tiny, seed=seed, walk_tasks=preset.train_episodes)
+        folder = out / "models" / f"tiny-seed{seed}"
+        bases[seed] = starting_model(preset.model, data.values(), folder, tiny=tiny, env=preset.env, progress=progress)
+    workers = preset.jobs or default_workers()
+    runs = _trainings(preset, data)
+    chars = _mean_chars(data)
+    jobs = [
+        Job(
+            train,
+            (method, data, bases[seed], out / "train" / f"{label}-seed{seed}", cfg),
+            # a finished training counts for nothing: the bar shows the work still to do
+            total=0 if (out / "train" / f"{label}-seed{seed}" / MANIFEST).exists() else sum(s for _, s in stages),
+            cost=sum(steps * chars[kind] for kind, steps in stages),  # characters to process: ~ time
+        )
+        for label, seed, method, cfg, stages in runs
+    ]
+    manifests = run_jobs(jobs, f"train {len(jobs)} models", workers=workers, progress=progress)
+
+    def episodes(label: str, seed: int) -> int:
+        return _episodes_to_evaluate(preset, out, label, seed)
+
+    evals = []
+    for seed in preset.seeds:
+        if preset.model != "tiny":  # a pretrained instruct model: the zero-shot prompt baseline
+            evals.append(
+                Job(
+                    _evaluate,
+                    (preset, out, "prompt", seed, bases[seed]),
+                    total=episodes("prompt", seed),
+                    cost=preset.max_new_tokens,
                 )
-            for (label, run_seed, *_), manifest in zip(runs, manifests, strict=True):
-                if run_seed == seed:
-                    model = out / "train" / f"{label}-seed{seed}" / manifest["model"]
-                    args = (preset, out, label, seed, model, _compute(manifest))
-                    evals.append(Job(_evaluate, args, total=episodes(label, seed), cost=_new_tokens(preset, label)))
-            evals.append(Job(_evaluate, (preset, out, "random", seed, None), total=episodes("random", seed)))
-        rows = run_jobs(evals, f"evaluate {len(evals)} agents", workers=workers, progress=progress)
-        rows = [row for job_rows in rows for row in job_rows]
-        if preset.with_rl:
-            rows += _after_rl(preset, out, runs, manifests, workers, progress)
-        results = write_report(out, preset, rows)
-        write_html(out)
-        return results
+            )
+        for (label, run_seed, *_), manifest in zip(runs, manifests, strict=True):
+            if run_seed == seed:
+                model = out / "train" / f"{label}-seed{seed}" / manifest["model"]
+                args = (preset, out, label, seed, model, _compute(manifest))
+                evals.append(Job(_evaluate, args, total=episodes(label, seed), cost=_new_tokens(preset, label)))
+        evals.append(Job(_evaluate, (preset, out, "random", seed, None), total=episodes("random", seed)))
+    rows = run_jobs(evals, f"evaluate {len(evals)} agents", workers=workers, progress=progress)
+    rows = [row for job_rows in rows for row in job_rows]
+    if preset.with_rl:
+        rows += _after_rl(preset, out, runs, manifests, workers, progress)
+    results = write_report(out, preset, rows)
+    write_html(out)
+    return results
 
 
 def _after_rl(

