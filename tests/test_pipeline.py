@@ -60,3 +60,16 @@ def test_unknown_methods_and_budgets_are_refused() -> None:
         from firsthand.stages.train import TrainConfig, plan_budget
 
         plan_budget("sr", 10, 10, TrainConfig(steps=5))
+
+
+def test_a_run_refuses_writers_its_model_cannot_be() -> None:
+    with pytest.raises(InvalidInputError, match="STaR's rationales need a policy model that writes language"):
+        get_preset("smoke", methods=("il", "star"))
+    with pytest.raises(InvalidInputError, match="--reflector policy need a policy model"):
+        get_preset("smoke", reflector="policy")
+    preset = get_preset("smoke", model="smollm2-135m", methods=("il", "sr", "star"), reflector="policy", base_url=None)
+    assert preset.writer.reflector == "policy"
+    from firsthand.pipeline import _writer
+
+    assert _writer(preset, "sr").reflector == "smollm2-135m" == _writer(preset, "star").reflector
+    assert _writer(get_preset("smoke"), "sr").reflector == "template"

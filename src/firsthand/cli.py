@@ -259,20 +259,64 @@ def branch(
 @app.command()
 @with_configs(config=BuildConfig)
 def build(
-    method: Annotated[str, typer.Option(help="il, iwm or sr.")],
+    method: Annotated[str, typer.Option(help="il, iwm, sr, or star (the STaR baseline's rationales).")],
     source: Annotated[Path, typer.Option("--from", help="A `firsthand branch` output directory.")],
     out: Annotated[Path, typer.Option(help="Output directory.")],
     config: BuildConfig,
     verbose: Verbose = False,
 ) -> None:
-    """Build the IL, IWM or SR training set (prompt/completion, chat files, Parquet)."""
+    """Build the IL, IWM, SR or STaR training set (prompt/completion, chat files, Parquet); SR's reflections
+    from a template or written by a model (--reflector), STaR's by a model."""
     from firsthand.stages.build import build as run_build
 
     _setup_logging(verbose)
     with _errors():
-        manifest = run_build(method, source, out, config)
+        manifest = run_build(method, source, out, config, progress=_progress)
     _summary(f"build {method}", manifest, out)
-    typer.echo(f"samples to read: {out / 'samples.txt'}")
+    typer.echo(
+        f"read records in full: firsthand samples {out}"
+        + ("  (dropped: --dropped)" if (out / "dropped.jsonl").exists() else "")
+    )
+
+
+@app.command()
+def samples(
+    data: Annotated[Path, typer.Argument(help="A `firsthand build` output directory.")],
+    n: Annotated[int, typer.Option("-n", help="How many records.")] = 5,
+    dropped: Annotated[
+        bool, typer.Option("--dropped", help="Show texts the filters dropped, with their reasons.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Which random records.")] = 0,
+) -> None:
+    """Print random records of a built dataset in full (prompt and completion), to read what a model wrote."""
+    import random
+
+    from firsthand.artifacts import load_records, read_jsonl, read_manifest
+    from firsthand.contract import InvalidInputError
+
+    with _errors():
+        if n < 1:
+            raise InvalidInputError(f"-n must be at least 1, got {n!r}")
+        if dropped:  # also after a build whose every text was dropped (it has no manifest then)
+            if not (data / "dropped.jsonl").exists():
+                raise InvalidInputError(f"{str(data)!r} has no dropped.jsonl: its texts were not written by a model")
+            records = list(read_jsonl(data / "dropped.jsonl"))
+            stats = {}
+        else:
+            stats = read_manifest(data, "build").get("stats", {})
+            records = load_records(data)
+        picks = random.Random(seed).sample(records, min(n, len(records)))
+    counted = [f"{k} {v}" for k, v in stats.items() if k.endswith(("_written", "_kept")) or "_filtered_" in k]
+    typer.echo(
+        f"{data}: {len(records)} {'dropped texts' if dropped else 'records'}"
+        + (f"; {', '.join(counted)}" if counted else "")
+    )
+    for r in picks:
+        where = f"{r['trajectory_id']} step {r['step_index']}"
+        if dropped:
+            typer.echo(f"\n=== {where}: dropped ({', '.join(r['problems'])}); action {r['action']!r} ===\n{r['text']}")
+        else:
+            typer.echo(f"\n=== {where}: PROMPT ===\n{r['prompt']}\n=== COMPLETION ===\n{r['completion']}")
 
 
 @app.command()
@@ -332,6 +376,11 @@ def evaluate(
         typer.Option(help="Past steps in each prompt (default: as the model was trained; required for other models)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random agent.")] = 0,
+    backend: Annotated[str, typer.Option(help="Generation backend: hf, vllm, auto (vllm on a GPU), openai.")] = "hf",
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="Evaluate the --model an OpenAI-compatible server serves (needs --history unless a folder)."),
+    ] = None,
     response_prefix: Annotated[
         str, typer.Option(help="Make every reply begin with this text ('Thought:' makes an SR model reason first).")
     ] = "",
@@ -343,19 +392,27 @@ def evaluate(
     ] = False,
 ) -> None:
     """Evaluate a model (or the random agent) on a split: success with a 95% Wilson interval."""
+    from firsthand.contract import InvalidInputError
     from firsthand.pipeline import eval_settings
     from firsthand.stages.evaluate import check_arguments, expert_step_accuracy, make_agent, model_prompt, thinks
     from firsthand.stages.evaluate import evaluate as run_evaluate
 
     with _errors():
         check_arguments(episodes, out)
-        prompt = model_prompt(model, history)
-        defaults = eval_settings(env, thinks=thinks(model))
+        local = base_url is None or Path(model).is_dir()  # a served model's name is no folder to read from
+        if not local and history is None:
+            raise InvalidInputError(
+                f"the served model {model!r} carries no prompt settings: choose the prompt with --history N"
+            )
+        prompt = model_prompt(model if local else None, history)
+        defaults = eval_settings(env, thinks=local and thinks(model))
         agent = make_agent(
             model,
             max_new_tokens=defaults["max_new_tokens"] if max_new_tokens is None else max_new_tokens,
             response_prefix=response_prefix,
             seed=seed,
+            backend=backend,
+            base_url=base_url,
         )
         common = {
             "prompt": prompt,
@@ -438,7 +495,15 @@ def run(
     k: Annotated[int | None, typer.Option(help="Override the alternatives per expert state.")] = None,
     seeds: Annotated[str | None, typer.Option(help="Override the seeds, comma-separated (e.g. 0,1,2).")] = None,
     methods: Annotated[
-        str | None, typer.Option(help="Override the methods, comma-separated (il, iwm, sr, iwm+sr).")
+        str | None, typer.Option(help="Override the methods, comma-separated (il, iwm, sr, iwm+sr, star).")
+    ] = None,
+    reflector: Annotated[
+        str | None,
+        typer.Option(help="Who writes SR's reflections: template, policy (the --model), a model, or a served model."),
+    ] = None,
+    backend: Annotated[str | None, typer.Option(help="Generation backend: auto, hf, vllm, openai.")] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible server for the reflector (key from $OPENAI_API_KEY).")
     ] = None,
     budgets: Annotated[
         str | None, typer.Option(help="Override the budget rules, comma-separated (matched, paper).")
@@ -490,6 +555,9 @@ def run(
             with_rl=with_rl or None,
             rl_iterations=rl_iterations,
             rl_algos=_names(rl_algos),
+            reflector=reflector,
+            backend=backend,
+            base_url=base_url,
         )
         if walk_steps is not None:
             chosen = replace(chosen, tiny=replace(chosen.tiny, walk_steps=walk_steps))

@@ -1,5 +1,5 @@
-"""Inference: the agents that act (random, a model with batched generation) and the policy sampler that
-proposes alternative actions. Evaluation, branching and, later, RL rollouts all use these."""
+"""Inference: the agents that act (random, a model with batched generation). Evaluation and RL rollouts use
+them; `generation` builds its Hugging Face backend on `ModelAgent`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from firsthand.device import fast_bf16
-from firsthand.prompts import PromptConfig, parse_action, policy_prompt
 
 
 @dataclass(frozen=True)
@@ -36,11 +35,15 @@ class ActionSampler(Protocol):
         ...
 
 
+Prompt = str | Sequence[dict[str, str]]
+"""One user message, or a conversation as chat messages ({"role": ..., "content": ...}) to be answered."""
+
+
 @dataclass(frozen=True)
 class AgentInput:
     """What an agent sees at one step of one episode."""
 
-    prompt: str
+    prompt: Prompt
     valid_actions: list[str]
     candidates: list[str] = field(default_factory=list)
     """For agents that ask for them (`wants_candidates`): the environment's candidate actions where it
@@ -130,12 +133,11 @@ class ModelAgent:
         model, tokenizer = load(Path(path))
         return cls(model, tokenizer, **kwargs)
 
-    def render(self, prompt: str) -> str:
-        return (
-            self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-            )
-            + self.response_prefix
+    def render(self, prompt: Prompt) -> str:
+        """The prompt in the model's chat template: one user message, or a whole conversation."""
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + (
+            self.response_prefix
         )
 
     def act(self, inputs: Sequence[AgentInput]) -> list[str]:
@@ -200,54 +202,3 @@ class Generation:
     """The rendered prompt as the model read it (chat template and response prefix, truncated on the left)."""
     completion_ids: list[int]
     """The generated tokens, up to and including the end-of-reply token when one was generated."""
-
-
-class PolicySampler:
-    """Proposes alternative actions with a policy model: several samples at temperature 1.0 in one call.
-
-    Implements `ActionSampler` for the branch stage's `policy` and `mixed` proposers.
-    """
-
-    def __init__(
-        self,
-        path: Path,
-        *,
-        prompt: PromptConfig | None = None,
-        temperature: float = 1.0,
-        max_new_tokens: int = 48,
-        seed: int = 0,
-    ) -> None:
-        self.agent = ModelAgent.from_path(path, max_new_tokens=max_new_tokens)
-        self.prompt = prompt or PromptConfig()
-        self.temperature = temperature
-        self.seed = seed
-
-    def sample_actions(self, contexts: Sequence[ProposalContext], n: int) -> list[list[str]]:
-        import torch
-
-        tokenizer, model = self.agent.tokenizer, self.agent.model
-        texts = [
-            self.agent.render(policy_prompt(c.goal, c.history, c.observation, c.valid_actions, self.prompt))
-            for c in contexts
-        ]
-        batch = tokenizer(
-            texts,
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=self.agent.max_prompt_tokens,
-            add_special_tokens=False,
-        )
-        torch.manual_seed(self.seed)  # proposals are reproducible for a given model and state
-        with torch.inference_mode():
-            out = model.generate(
-                **batch,
-                do_sample=True,
-                temperature=self.temperature,
-                num_return_sequences=n,
-                max_new_tokens=self.agent.max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-        replies = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-        return [[a for a in (parse_action(r) for r in replies[i * n : (i + 1) * n]) if a] for i in range(len(contexts))]

@@ -30,12 +30,12 @@ from firsthand.prompts import PromptConfig
 from firsthand.registry import opened, parse_name
 from firsthand.report_html import write_html
 from firsthand.stages.branch import BranchConfig, branch
-from firsthand.stages.build import BuildConfig, build
+from firsthand.stages.build import AllDropped, BuildConfig, WriterConfig, build
 from firsthand.stages.collect import collect
 from firsthand.stages.evaluate import evaluate, make_agent
 from firsthand.stages.report import write_report
 from firsthand.stages.rl import RLConfig, rl
-from firsthand.stages.train import TRAIN_METHODS, TrainConfig, planned_stages, train
+from firsthand.stages.train import TRAIN_METHODS, TrainConfig, needed_data, planned_stages, train
 from firsthand.stats import BUDGET_RULES
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,10 @@ class Preset:
     splits: tuple[str, ...] = ("id_test", "ood_test")
     seeds: tuple[int, ...] = (0,)
     methods: tuple[str, ...] = ("il", "iwm", "sr")
-    """Training methods (see `stages.train.TRAIN_METHODS`: il, iwm, sr, iwm+sr)."""
+    """Training methods (see `stages.train.TRAIN_METHODS`: il, iwm, sr, iwm+sr, star)."""
+    writer: WriterConfig = field(default_factory=WriterConfig)
+    """Who writes SR's reflections (`reflector`: template, policy = `model`, another model or a served one)
+    and STaR's rationales (always `model`: STaR keeps what the policy itself got right)."""
     budgets: tuple[str, ...] = ("matched",)
     """Budget rules the methods are trained under (matched, paper: see `stats.plan_steps`); IL is the same
     under both, so it is trained once."""
@@ -124,6 +127,11 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+PRETRAINED_TRAIN = TrainConfig(epochs=2, batch_size=8, learning_rate=2e-4, lora=True)
+"""How `run` trains a pretrained model (any --model but tiny) unless told otherwise: LoRA at 2e-4 for the paper's
+2 epochs. The presets' settings are the tiny model's (learning rate 1e-3 from scratch), which would wreck a
+pretrained model's weights."""
+
 ENV_SETTINGS: dict[str, dict[str, Any]] = {
     # The quickstart's calibration (docs/calibration.md): 300 demonstrations x 6 epochs is the most IL
     # training that keeps `make run` within 15 minutes here.
@@ -181,7 +189,7 @@ def get_preset(name: str, **overrides: Any) -> Preset:
         overrides["seeds"] = tuple(overrides["seeds"])
         if not overrides["seeds"] or len(set(overrides["seeds"])) != len(overrides["seeds"]):
             raise InvalidInputError(f"seeds must be distinct and at least one, got {list(overrides['seeds'])!r}")
-    preset = replace(PRESETS[name], **overrides)
+    preset = _with_model_settings(PRESETS[name], overrides)
     env = parse_name(preset.env)[0]  # the adapter's settings hold whatever arguments its name carries
     if env not in ENV_SETTINGS:
         log.warning(
@@ -198,6 +206,37 @@ def get_preset(name: str, **overrides: Any) -> Preset:
         if k not in overrides and getattr(preset, k) == getattr(generic, k)
     }
     return replace(preset, **settings)
+
+
+def _with_model_settings(preset: Preset, overrides: dict[str, Any]) -> Preset:
+    """`preset` with `overrides`: the writer's options go into its writer settings, a pretrained model trains
+    with `PRETRAINED_TRAIN` unless told otherwise, and writers no model of the run can be are refused."""
+    writing = {k: overrides.pop(k) for k in ("reflector", "backend", "base_url") if k in overrides}
+    if writing:
+        overrides["writer"] = replace(overrides.get("writer", preset.writer), **writing)
+    preset = replace(preset, **overrides)
+    if preset.model != "tiny" and "train" not in overrides:
+        preset = replace(preset, train=replace(PRETRAINED_TRAIN, max_length=preset.train.max_length))
+    _check_writers(preset)
+    return preset
+
+
+def _check_writers(preset: Preset) -> None:
+    """Refuse, before any work, a run whose reflections or rationales no model of it can write."""
+    writes = preset.writer.reflector == "policy" or "star" in preset.methods
+    if writes and preset.model == "tiny":
+        what = "STaR's rationales" if "star" in preset.methods else "--reflector policy"
+        raise InvalidInputError(
+            f"{what} need a policy model that writes language; the tiny model is trained from scratch on actions. "
+            f"Run with --model smollm2-135m (or a local model folder), or drop "
+            + ("star" if "star" in preset.methods else "the option")
+        )
+
+
+def _writer(preset: Preset, method: str) -> WriterConfig:
+    """The writer of `method`'s data: STaR's is the policy model, SR's the run's reflector ("policy": the model)."""
+    chosen = preset.model if method == "star" or preset.writer.reflector == "policy" else preset.writer.reflector
+    return replace(preset.writer, reflector=chosen)
 
 
 def collect_experts(preset: Preset, out: Path, progress: Progress = no_progress) -> int:
@@ -255,12 +294,21 @@ def _run(preset: Preset, out: Path, progress: Progress, branches: Path | None) -
             branch(out / "experts", out / "branches", branching, workers=preset.workers, on_progress=advance)
         branches = out / "branches"
     data = {}
-    with progress("build", len(METHODS)) as advance:
-        for method in METHODS:
-            cfg = BuildConfig(prompt=preset.prompt, sr_alternatives=preset.sr_alternatives)
-            build(method, branches, out / "data" / method, cfg)
-            data[method] = out / "data" / method
+    not_trained: dict[str, str] = {}
+    kinds = [*METHODS, *(["star"] if "star" in preset.methods else [])]
+    with progress("build", len(kinds)) as advance:
+        for method in kinds:
+            cfg = BuildConfig(
+                prompt=preset.prompt, sr_alternatives=preset.sr_alternatives, writer=_writer(preset, method)
+            )
+            try:
+                build(method, branches, out / "data" / method, cfg, progress=progress)
+                data[method] = out / "data" / method
+            except AllDropped as error:  # a weak writer: the other methods still run, the report says why
+                log.warning("%s", error)
+                not_trained.update({m: str(error) for m in preset.methods if method in needed_data(m)})
             advance(1)
+    preset = replace(preset, methods=tuple(m for m in preset.methods if m not in not_trained))
 
     bases = {}
     for seed in preset.seeds:
@@ -306,7 +354,7 @@ def _run(preset: Preset, out: Path, progress: Progress, branches: Path | None) -
     rows = [row for job_rows in rows for row in job_rows]
     if preset.with_rl:
         rows += _after_rl(preset, out, runs, manifests, workers, progress)
-    results = write_report(out, preset, rows)
+    results = write_report(out, preset, rows, not_trained=not_trained)
     write_html(out)
     return results
 
@@ -386,12 +434,16 @@ def _mean_chars(data: dict[str, Path]) -> dict[str, float]:
     for kind, directory in data.items():
         records = load_records(directory)
         mean[kind] = sum(len(r["prompt"]) + len(r["completion"]) for r in records) / max(1, len(records))
-    return {"expert": mean["il"], "iwm": mean["iwm"], "sr+expert": (mean["sr"] + mean["il"]) / 2}
+    return {
+        "expert": mean["il"],
+        "iwm": mean["iwm"],
+        **{f"{k}+expert": (mean[k] + mean["il"]) / 2 for k in ("sr", "star") if k in mean},
+    }
 
 
 def _new_tokens(preset: Preset, method: str) -> int:
     """The generation budget per step: SR's models may write a thought before their action."""
-    thinks = "sr" in method.split("@")[0].split("-")[0].split("+")
+    thinks = any(k in method.split("@")[0].split("-")[0].split("+") for k in ("sr", "star"))
     return preset.sr_max_new_tokens if thinks else preset.max_new_tokens
 
 
@@ -419,7 +471,9 @@ def _evaluate(
             rows.append(json.loads(path.read_text())["summary"])
             continue
         if agent is None:
-            agent = make_agent(model, name=method, max_new_tokens=_new_tokens(preset, method), seed=seed)
+            agent = make_agent(
+                model, name=method, max_new_tokens=_new_tokens(preset, method), seed=seed, backend=preset.writer.backend
+            )
         summary = evaluate(
             agent,
             preset.env,

@@ -8,8 +8,10 @@ Three kinds of text go to the model:
 - the **world-model prompt** (IWM): its own instruction, the state and the action taken; the model
   answers with the next observation between delimiters. IWM never uses the policy's instruction, so the
   policy does not learn to emit observations when asked for an action.
-- the **reflection** (SR target), written here from a template filled with observed outcomes until a
-  language model writes them: first person, anticipatory, never naming an "expert" or numbering options.
+- the **reflection** (SR target), from a template filled with observed outcomes or written by a language
+  model from `reflection_prompt`: first person, anticipatory, never naming an "expert" or numbering
+  options; `reflection_problems` filters what a model wrote. STaR's rationales come from
+  `rationale_prompt`, the policy prompt with no alternatives and no outcomes.
 """
 
 from __future__ import annotations
@@ -151,27 +153,121 @@ def template_reflection(goal: str, action: str, outcome: str, alternatives: Sequ
     return " ".join(sentences)
 
 
+# ------------------------------------------------------------------------------------------------
+# Reflections and rationales written by a model
+# ------------------------------------------------------------------------------------------------
+REFLECTION_INSTRUCTION = (
+    "You are an agent in a text environment, about to choose your next action. You know what each of a few "
+    "actions would lead to from here. Think it through before you act."
+)
+
+
+def reflection_prompt(
+    goal: str,
+    history: Sequence[tuple[str, str]],
+    observation: str,
+    action: str,
+    tried: Sequence[tuple[str, str]],
+    config: PromptConfig,
+    outcome_chars: int = 300,
+) -> str:
+    """What a model reads to write the reflection for `action` at a state: the state as the policy sees it,
+    and `tried`, (action, observed next observation) pairs in a given order, `action`'s own among them.
+
+    The slots are plain actions and outcomes: nothing is called "expert", "correct" or "best", so those
+    words have nowhere to leak from. It asks for an anticipatory, first-person monologue ending with
+    `action` (the filters in `reflection_problems` check both).
+    """
+    outcomes = "\n".join(f'- "{a}" would lead to: {_cut(" ".join(o.split()), outcome_chars)}' for a, o in tried)
+    ask = (
+        f'You will do "{action}". In three to five sentences, in the first person, explain why "{action}" moves '
+        f"you toward the goal more than the other actions do. Speak of what each action would lead to, as "
+        f"something that has not happened yet. Do not mention this list or number the actions. End with the "
+        f"line: Action: {action}"
+    )
+    return "\n\n".join(
+        [
+            REFLECTION_INSTRUCTION,
+            render_state(goal, history, observation, config),
+            "What each action would lead to:\n" + outcomes,
+            ask,
+        ]
+    )
+
+
+RATIONALE_REQUEST = "First think in a few sentences about what to do and why, then give the action after 'Action:'."
+
+
+def rationale_prompt(policy: str) -> str:
+    """STaR's prompt: the policy prompt (no alternatives, no outcomes) asking for a thought before the action."""
+    return f"{policy}\n{RATIONALE_REQUEST}"
+
+
+def split_conclusion(text: str) -> tuple[str, str | None]:
+    """A generated monologue as (thought, concluded action): the action on its last "Action:" line (or its
+    closing "I will ...", the template's form), the thought everything before that line."""
+    text = re.sub(r"^\s*(?:Thought:\s*)", "", text.strip())
+    lines = text.splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if _ACTION.search(lines[i]):
+            head = lines[i][: _ACTION.search(lines[i]).start()]  # type: ignore[union-attr]
+            return "\n".join([*lines[:i], head]).strip(), parse_action(lines[i])
+    closing = re.findall(r"I will (.+?)\.?$", text)
+    return text, (" ".join(closing[-1].split()) if closing else None)
+
+
 # Regex pre-filters for generated reflections (counted in the build report; read samples too).
 LABEL_LEAKAGE = re.compile(
-    r"\b(expert|demonstrat\w*|ground[- ]truth|correct (?:choice|action|answer)|option \d|action \d|choice \d)\b",
+    r"\b(expert|demonstrat\w*|ground[- ]truth|correct (?:choice|action|answer)|option \d|action \d|choice \d|"
+    r"(?:the|this) list)\b",
     re.IGNORECASE,
 )
 OUTCOME_NARRATION = re.compile(
     r"\b(now I (?:see|have|am)|I (?:just|already) (?:saw|did|took|opened|arrived)|I can now see)\b", re.IGNORECASE
 )
+MIN_THOUGHT_WORDS = 8
+FILTERS: tuple[str, ...] = (
+    "empty",
+    "too_short",
+    "label_leakage",
+    "outcome_narration",
+    "doubled_output",
+    "no_conclusion",
+    "wrong_conclusion",
+)
+"""Every reason a generated reflection or rationale is dropped (`reflection_problems`)."""
 
 
-def reflection_problems(reflection: str, action: str) -> list[str]:
-    """Names of the known failure modes found in a generated reflection (empty when clean)."""
+def _doubled(text: str) -> bool:
+    """The monologue written twice, or a sentence of it repeated (small models loop)."""
+    half = len(text) // 2
+    if len(text) > 80 and text[:half].strip() and text[half:].strip() == text[:half].strip():
+        return True
+    sentences = [" ".join(s.split()).lower() for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= 4]
+    return len(sentences) != len(set(sentences))
+
+
+def reflection_problems(reflection: str, action: str, conclusion: str | None = None) -> list[str]:
+    """Names of the known failure modes (`FILTERS`) found in a reflection for `action` (empty when clean).
+
+    `conclusion`: the action the monologue ends with (`split_conclusion`); None reads it from a closing
+    "I will ..." sentence, and a model's text that ends with neither has no conclusion."""
+    text = reflection.strip()
+    if not text:
+        return ["empty"]
     problems = []
-    if LABEL_LEAKAGE.search(reflection):
+    if len(text.split()) < MIN_THOUGHT_WORDS:
+        problems.append("too_short")
+    if LABEL_LEAKAGE.search(text):
         problems.append("label_leakage")
-    if OUTCOME_NARRATION.search(reflection):
+    if OUTCOME_NARRATION.search(text):
         problems.append("outcome_narration")
-    half = len(reflection) // 2
-    if len(reflection) > 80 and reflection[:half].strip() and reflection[half:].strip() == reflection[:half].strip():
+    if _doubled(text):
         problems.append("doubled_output")
-    conclusion = re.findall(r"I will (.+?)\.?$", reflection.strip())
-    if conclusion and " ".join(conclusion[-1].split()) != action:
+    if conclusion is None:
+        conclusion = split_conclusion(text)[1]
+    if conclusion is None:
+        problems.append("no_conclusion")
+    elif " ".join(conclusion.split()).lower() != " ".join(action.split()).lower():
         problems.append("wrong_conclusion")
     return problems

@@ -262,11 +262,11 @@ def _branch_shard(
 def _load_sampler(model: str | None) -> ActionSampler | None:
     if model is None:
         return None
-    from firsthand.inference import PolicySampler
+    from firsthand.generation import HFBackend, PolicySampler
 
     if not (Path(model) / "config.json").exists():
         raise InvalidInputError(f"policy model {model!r} is not a model folder (no config.json); pass a trained model")
-    return PolicySampler(Path(model))
+    return PolicySampler(HFBackend(Path(model), max_prompt_tokens=896))
 
 
 MIN_SHARDS = 10

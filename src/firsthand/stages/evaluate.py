@@ -12,6 +12,7 @@ from typing import Any
 from firsthand.artifacts import MODEL_PROMPT, read_model_prompt, trained_method, write_json_atomic
 from firsthand.contract import FirsthandError, InvalidInputError, normalize
 from firsthand.episodes import EpisodeResult, LiveEpisode, run_episodes  # noqa: F401 (the stage's API)
+from firsthand.generation import BackendAgent, default_backend, open_backend
 from firsthand.inference import Agent, AgentInput, ModelAgent, RandomAgent
 from firsthand.models import check_model_folder
 from firsthand.progress import Progress, no_progress
@@ -51,10 +52,18 @@ def make_agent(
     max_new_tokens: int = 48,
     response_prefix: str = "",
     seed: int = 0,
+    backend: str = "hf",
+    base_url: str | None = None,
 ) -> Agent:
-    """The random agent (`model` None or "random"), or a model folder's greedy policy."""
+    """The random agent (`model` None or "random"), or a model's greedy policy: a folder generating with
+    Hugging Face in this process (`backend` hf), with vLLM, or a model an OpenAI-compatible server serves."""
     if model is None or str(model) == "random":
         return RandomAgent(seed)
+    if base_url is not None or backend not in ("hf", "auto") or (backend == "auto" and default_backend() != "hf"):
+        if response_prefix:
+            raise InvalidInputError("--response-prefix is for the hf backend only (other backends take no prefix)")
+        writer = open_backend(str(model), backend=backend, base_url=base_url)
+        return BackendAgent(writer, name=name or str(model), max_new_tokens=max_new_tokens)
     return ModelAgent.from_path(
         Path(model), name=name or str(model), max_new_tokens=max_new_tokens, response_prefix=response_prefix
     )
@@ -199,4 +208,4 @@ def thinks(model: Path | str | None) -> bool:
     manifest of the `firsthand train` run it came from; False for any other folder)."""
     if model is None or str(model) == "random":
         return False
-    return "sr" in trained_method(model).split("+")
+    return any(kind in trained_method(model).split("+") for kind in ("sr", "star"))

@@ -27,8 +27,9 @@ METHOD_NAMES = {
     "iwm": "IWM",
     "sr": "SR",
     "iwm+sr": "IWM+SR",
+    "star": "STaR",
 }
-ORDER = ("random", "prompt", "il", "il-compute", "iwm", "sr", "iwm+sr")
+ORDER = ("random", "prompt", "il", "il-compute", "iwm", "sr", "iwm+sr", "star")
 
 
 def method_name(label: str) -> str:
@@ -337,6 +338,8 @@ def terminal_summary(results: dict[str, Any]) -> str:
                 after[m], tuple(splits), lambda c: f"{_pct(c['success'])} ({_pct(c['ci_low'])}-{_pct(c['ci_high'])})"
             )
             lines.append(row(method_name(m)[:21], cells))
+    for m, why in (results.get("not_trained") or {}).items():
+        lines += ["", f"{method_name(m)} was not trained: {why}"]
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
@@ -412,7 +415,10 @@ def rl_plot(curves: dict[str, list[float]], path: Path, title: str) -> None:
     save_figure(fig, path)
 
 
-def write_report(out: Path, preset: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def write_report(
+    out: Path, preset: Any, rows: list[dict[str, Any]], not_trained: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """results.json, results.md and the plots of a run; `not_trained`: methods left out, with the reason."""
     rl_rows = [r for r in rows if "@" in r["method"]]
     rows = [r for r in rows if "@" not in r["method"]]
     after = pool(rl_rows)
@@ -435,6 +441,7 @@ def write_report(out: Path, preset: Any, rows: list[dict[str, Any]]) -> dict[str
         "after_rl": after,
         "rl_gains": gains,
         "per_seed": rows + rl_rows,
+        "not_trained": not_trained or {},
         "config": asdict(preset),
         "versions": package_versions(("torch", "transformers", "trl")),
     }
@@ -447,6 +454,7 @@ def write_report(out: Path, preset: Any, rows: list[dict[str, Any]]) -> dict[str
         + seeds_markdown(pooled, splits)
         + failures_markdown(lost)
         + rl_markdown(pooled, after, gains, splits)
+        + "".join(f"\n**{method_name(m)} was not trained**: {why}\n" for m, why in (not_trained or {}).items())
     )
     (Path(out) / "results.md").write_text(text, encoding="utf-8")
     plot(pooled, tuple(preset.splits), Path(out) / "results.png", title)

@@ -226,14 +226,16 @@ def _sft_stage(
     return summary
 
 
-TRAIN_METHODS: tuple[str, ...] = ("il", "iwm", "sr", "iwm+sr")
-"""What `train` can run: IL, IWM, SR, and IWM's world-model stage followed by SR's data (the paper never
-combines the two)."""
+TRAIN_METHODS: tuple[str, ...] = ("il", "iwm", "sr", "iwm+sr", "star")
+"""What `train` can run: IL, IWM, SR, IWM's world-model stage followed by SR's data (the paper never
+combines the two), and the STaR baseline (its rationales mixed with the expert data, SR's budget)."""
+RATIONALES: tuple[str, ...] = ("sr", "star")
+"""The data kinds of a thought before the action: trained mixed with the expert data."""
 
 
 def needed_data(method: str) -> list[str]:
     """The build directories `method` trains on: the expert (IL) data always, and its own."""
-    return ["il"] + [kind for kind in ("iwm", "sr") if kind in method.split("+")]
+    return ["il"] + [kind for kind in ("iwm", *RATIONALES) if kind in method.split("+")]
 
 
 def check_data(method: str, data: dict[str, Path]) -> None:
@@ -254,7 +256,8 @@ def plan_budget(
     """The stages of `method` as (data, steps) under `config.budget` (see `stats.plan_steps`).
 
     `n_extra` is the size of the method's own data (the IWM data for iwm and iwm+sr, the reflections for
-    sr) and `n_sr` the reflections of iwm+sr. `config.steps` overrides IL's budget (the compute control).
+    sr, the rationales for star) and `n_sr` the reflections of iwm+sr. STaR is planned as SR is.
+    `config.steps` overrides IL's budget (the compute control).
     """
     if config.steps is not None:
         if method != "il" or config.steps < 1:
@@ -263,9 +266,9 @@ def plan_budget(
             )
         return [("expert", config.steps)]
     iwm = n_extra if "iwm" in method else 0
-    sr = n_sr if method == "iwm+sr" else n_extra if method == "sr" else 0
-    return plan_steps(
-        method,
+    sr = n_sr if method == "iwm+sr" else n_extra if method in RATIONALES else 0
+    stages = plan_steps(
+        "sr" if method == "star" else method,
         config.budget,
         expert=n_expert,
         iwm=iwm,
@@ -274,13 +277,14 @@ def plan_budget(
         epochs=config.epochs,
         iwm_share=config.iwm_share,
     )
+    return [("star+expert" if method == "star" and kind == "sr+expert" else kind, steps) for kind, steps in stages]
 
 
 def planned_stages(method: str, data: dict[str, Path], config: TrainConfig) -> list[tuple[str, int]]:
     """The stages `train` will run as (data, steps), from the build manifests' record counts (no data read)."""
     check_data(method, data)
     counts = {kind: read_manifest(data[kind], "build")["count"] for kind in needed_data(method)}
-    own = counts.get("iwm", counts.get("sr", 0))
+    own = counts.get("iwm", counts.get("sr", counts.get("star", 0)))
     return plan_budget(method, counts["il"], own, config, n_sr=counts.get("sr", 0))
 
 
@@ -385,7 +389,7 @@ def _train_stages(
         elif kind == "iwm":
             examples = rng.sample(records["iwm"], min(len(records["iwm"]), steps * config.batch_size))
         else:
-            examples = records["sr"] + records["il"]
+            examples = records[kind.split("+")[0]] + records["il"]  # sr+expert, star+expert
             rng.shuffle(examples)
         summary = {"data": kind, **_sft_stage(model, tokenizer, examples, steps, stage_dir, config, on_step)}
         if main:
