@@ -98,3 +98,36 @@ def test_candidates_name_what_the_conversation_showed(env: TauRetailEnv) -> None
     assert "get_order_details(order_id='#W2378156')" in first and END in first
     env.step(env.expert_actions()[0])  # find_user_id_by_name_zip: the user id appears
     assert "get_user_details(user_id='yusuf_rossi_9620')" in env.candidate_actions()
+
+
+def test_a_model_plays_the_customer_from_the_whole_scenario() -> None:
+    """`user=smollm2-135m`: SmolLM2 answers the agent (greedily: a restored snapshot answers the same way)."""
+    env = make("tau-retail:user=smollm2-135m", "train")
+    assert isinstance(env, TauRetailEnv) and env.user == "smollm2-135m"
+    task = env.tasks(1)[0]
+    opening, _ = env.reset(task)
+    assert opening.startswith("Customer: You received your order #W2378156")  # the customer speaks first
+    saved = env.snapshot()
+    question = "respond(message='Could you give me your email address, please?')"
+    answer = env.step(question).observation
+    assert answer.startswith("Customer: ") and len(answer) > len("Customer: ")
+    assert "Yes, please go ahead." not in answer  # not the scripted customer's line
+    env.restore(saved)
+    assert env.step(question).observation == answer
+    heard: list[list[dict[str, str]]] = []
+    generate = env._customer.generate
+    env._customer.generate = lambda prompts, sampling: heard.append(prompts[0]) or generate(prompts, sampling)
+    env.step("get_order_details(order_id='#W2378156')")  # a tool call: the customer does not see it
+    env.step("respond(message='Thanks. Which keyboard would you like?')")
+    roles = [m["role"] for m in heard[0]]
+    assert roles == ["system", "user", "assistant", "user", "assistant", "user"]  # the roles turned round
+    assert "You do not remember your email address." in heard[0][0]["content"]  # the whole scenario
+    assert heard[0][2]["content"] == opening.removeprefix("Customer: ")
+    assert heard[0][3]["content"] == "Could you give me your email address, please?"
+    assert heard[0][4]["content"] == answer.removeprefix("Customer: ")
+    assert heard[0][5]["content"] == "Thanks. Which keyboard would you like?"
+    assert not any("#W2378156\"" in m["content"] for m in heard[0])  # no tool result
+    env.reset(task)
+    for action in env.expert_actions():  # the ground truth still wins: its calls do not depend on the answers
+        result = env.step(action)
+    assert result.won

