@@ -133,7 +133,9 @@ def main() -> None:
             )
             done = subprocess.run([args.vllm_python, files["script"]], capture_output=True, text=True)
             if done.returncode:
-                raise SystemExit(f"the vLLM engine failed:\n{done.stderr[-3000:]}")
+                log = Path(tempfile.gettempdir()) / "firsthand-bench-vllm.log"
+                log.write_text(done.stderr)
+                raise SystemExit(f"the vLLM engine failed; its whole output: {log}")
             result = json.loads(Path(files["out"]).read_text())
             tokens = sum(len(tokenizer(r[0], add_special_tokens=False)["input_ids"]) for r in result["replies"])
             rows.append(("vllm (cpu), offline", result["seconds"], tokens))

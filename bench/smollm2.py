@@ -61,6 +61,9 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--backend", default="auto", help="generation backend of the writers: auto, hf, vllm")
     parser.add_argument(
+        "--thought-tokens", type=int, default=192 if gpu else 128, help="reflections, rationales, thoughts"
+    )
+    parser.add_argument(
         "--lora", action=argparse.BooleanOptionalAction, default=not gpu, help="LoRA (CPU default) or full fine-tuning"
     )
     args = parser.parse_args()
@@ -85,7 +88,12 @@ def main() -> None:
         jobs=1,
     )
     # The admissible actions in the prompt, for every method: a zero-shot model has no other way to know them.
-    base = replace(base, prompt=PromptConfig(history=2, show_valid_actions=True, past_actions=True))
+    base = replace(
+        base,
+        prompt=PromptConfig(history=2, show_valid_actions=True, past_actions=True),
+        sr_max_new_tokens=args.thought_tokens,
+        writer=replace(base.writer, reflection_tokens=args.thought_tokens),
+    )
     template = run(base, args.out / "template")
     policy_preset = replace(base, methods=("sr",), writer=replace(base.writer, reflector="policy"))
     policy = run(policy_preset, args.out / "policy", branches=args.out / "template" / "branches")
