@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
 from firsthand import InvalidInputError, make
-from firsthand.envs.tau_retail import END, TauRetailEnv, split_tasks
+from firsthand.envs.tau_retail import END, TauRetailEnv, _base, _digest, _pristine, split_tasks
 from firsthand.testing import EnvContract
 
 
@@ -34,6 +36,25 @@ def test_the_ground_truth_wins_every_task(split: str) -> None:
         for action in env.expert_actions():
             result = env.step(action)
         assert result.won and result.terminated, task
+    # episodes read one pristine database until they write: no call of theirs changed it
+    assert _digest(_pristine()) == _digest(pickle.loads(_base()))
+
+
+def test_an_episode_copies_the_database_at_its_first_write_only(env: TauRetailEnv) -> None:
+    env.reset(env.tasks(1)[0])
+    env.step("get_order_details(order_id='#W2378156')")
+    env.step("find_user_id_by_name_zip(first_name='Yusuf', last_name='Rossi', zip='19122')")
+    read_only = env.snapshot()
+    assert env._db is None and len(pickle.dumps(read_only)) < 50_000  # no database in the snapshot
+    env.step("cancel_pending_order(order_id='#W2378156', reason='no longer needed')")  # refused: delivered
+    env.step(
+        "modify_user_address(user_id='yusuf_rossi_9620', address1='1 Main St', address2='', city='X', "
+        "state='CA', country='USA', zip='90001')"
+    )
+    assert env._db is not None and env._db["users"]["yusuf_rossi_9620"]["address"]["city"] == "X"
+    assert _pristine()["users"]["yusuf_rossi_9620"]["address"]["city"] != "X"
+    env.restore(read_only)
+    assert env._db is None
 
 
 def test_a_wrong_write_or_an_early_end_loses(env: TauRetailEnv) -> None:
@@ -126,7 +147,7 @@ def test_a_model_plays_the_customer_from_the_whole_scenario() -> None:
     assert heard[0][3]["content"] == "Could you give me your email address, please?"
     assert heard[0][4]["content"] == answer.removeprefix("Customer: ")
     assert heard[0][5]["content"] == "Thanks. Which keyboard would you like?"
-    assert not any("#W2378156\"" in m["content"] for m in heard[0])  # no tool result
+    assert not any('#W2378156"' in m["content"] for m in heard[0])  # no tool result
     env.reset(task)
     for action in env.expert_actions():  # the ground truth still wins: its calls do not depend on the answers
         result = env.step(action)

@@ -26,7 +26,8 @@ agent's message, greedily, so that a restored snapshot answers the same way.
 Splits: the package's `train` list (74 tasks) without every fourth one is `train` (56); those held out
 (every fourth of the list, in its order: 18) are `id_test`; the package's `test` list (40) is `ood_test`.
 The expert: the ground-truth calls, a `respond` with the required information when there is some, then
-`end_conversation()`. Snapshots copy the database (pickled, ~10 ms to take, ~20 ms to restore).
+`end_conversation()`. Snapshots copy the database once the episode has changed it (pickled, ~10 ms to take,
+~20 ms to restore); until its first write an episode reads a pristine copy shared by the process.
 """
 
 from __future__ import annotations
@@ -67,6 +68,18 @@ TOOLS: dict[str, tuple[str, ...]] = {
     "transfer_to_human_agents": ("summary",),
 }
 """The retail tools and their arguments, as tau2's policy describes them to the agent."""
+WRITES = frozenset(
+    {
+        "cancel_pending_order",
+        "exchange_delivered_order_items",
+        "modify_pending_order_address",
+        "modify_pending_order_items",
+        "modify_pending_order_payment",
+        "modify_user_address",
+        "return_delivered_order_items",
+    }
+)
+"""The tools that change the database; the others only read it."""
 GOAL = (
     "Help the customer as a retail customer-service agent: call one tool per action, as name(argument=value, "
     f"...); respond(message='...') speaks to the customer; {END} when the request is settled."
@@ -132,6 +145,18 @@ def _base() -> bytes:
     return pickle.dumps(server._base_db(), protocol=pickle.HIGHEST_PROTOCOL)
 
 
+@cache
+def _pristine() -> dict[str, Any]:
+    """The database as every task starts it, shared by the episodes of this process and never written: an
+    episode reads it until its first write (`WRITES`), and copies it then."""
+    return pickle.loads(_base())
+
+
+@cache
+def _pristine_digest() -> str:
+    return _digest(_pristine())
+
+
 def _digest(db: dict[str, Any]) -> str:
     return sha256(json.dumps(db, sort_keys=True).encode()).hexdigest()
 
@@ -180,7 +205,8 @@ class TauRetailEnv(Env):
         self.user, self.user_backend = user, user_backend
         self._customer: Any = None  # the model-played customer's backend, opened at its first answer
         self._task: Task | None = None
-        self._db: dict[str, Any] = {}
+        self._db: dict[str, Any] | None = None
+        """The episode's own database once it has written; None: still the pristine one (`_pristine`)."""
         self._said: list[str] = []
         self._seen: list[str] = []
 
@@ -201,7 +227,7 @@ class TauRetailEnv(Env):
                 f"({', '.join(self.tasks(3))}, ...)"
             )
         self._task = _tasks()[task]
-        self._db = pickle.loads(_base())
+        self._db = None  # copied at the first write: most snapshots are taken before any
         self._said = []
         observation = f"Customer: {self._task.request} {self._task.known}".strip()
         self._seen = [observation]
@@ -229,7 +255,9 @@ class TauRetailEnv(Env):
             if self.user != "scripted":
                 return f"Customer: {self._model_answer(task)}", False, False
             return f"Customer: {task.known} Yes, please go ahead.".replace("  ", " "), False, False
-        observation, invalid = _execute(self._db, call)
+        if call.name in WRITES and self._db is None:
+            self._db = pickle.loads(_base())
+        observation, invalid = _execute(_pristine() if self._db is None else self._db, call)
         return observation, invalid, call.name == "transfer_to_human_agents" and not invalid
 
     def _model_answer(self, task: Task) -> str:
@@ -254,7 +282,8 @@ class TauRetailEnv(Env):
 
     def _settled(self, task: Task) -> bool:
         said = " ".join(self._said).replace(",", "")
-        return _digest(self._db) == _target(task.id) and all(info.replace(",", "") in said for info in task.communicate)
+        digest = _pristine_digest() if self._db is None else _digest(self._db)
+        return digest == _target(task.id) and all(info.replace(",", "") in said for info in task.communicate)
 
     def valid_actions(self) -> list[str]:
         return []  # an open action space: any call may be written
