@@ -62,7 +62,7 @@ def make_agent(
     if base_url is not None or backend not in ("hf", "auto") or (backend == "auto" and default_backend() != "hf"):
         if response_prefix:
             raise InvalidInputError("--response-prefix is for the hf backend only (other backends take no prefix)")
-        writer = open_backend(str(model), backend=backend, base_url=base_url)
+        writer = open_backend(str(model), backend="openai" if base_url else backend, base_url=base_url)
         return BackendAgent(writer, name=name or str(model), max_new_tokens=max_new_tokens)
     return ModelAgent.from_path(
         Path(model), name=name or str(model), max_new_tokens=max_new_tokens, response_prefix=response_prefix
