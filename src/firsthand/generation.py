@@ -138,6 +138,11 @@ class VLLMBackend:
             model=str(self.path), max_model_len=max_model_len, seed=0, gpu_memory_utilization=gpu_memory_utilization
         )
         self.chunk = chunk
+        import torch
+
+        # vLLM's CPU sampler refuses a request's own seed once a prompt is prefilled in chunks ("CPU Generator
+        # does not use offset"): there the engine's seed (0) alone makes the samples repeatable, run by run.
+        self.request_seeds = torch.cuda.is_available()
 
     def generate(
         self, prompts: Sequence[Prompt], sampling: Sampling, on_progress: Callable[[int], None] | None = None
@@ -149,7 +154,7 @@ class VLLMBackend:
             temperature=sampling.temperature,
             max_tokens=sampling.max_tokens,
             stop=list(sampling.stop) or None,
-            seed=sampling.seed,
+            seed=sampling.seed if self.request_seeds else None,
         )
         replies: list[list[str]] = []
         for start in range(0, len(prompts), self.chunk):  # chunks only to move the progress bar
