@@ -94,6 +94,7 @@ class WriterConfig:
     reflection_tokens: int = 192
     """Most tokens a reflection or rationale may take."""
     reflection_temperature: float = 0.7
+    """Sampling temperature of reflections and rationales (0: greedy)."""
     concurrency: int = 8
     """Requests in flight to a server."""
     chunk: int = 64
