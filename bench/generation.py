@@ -24,7 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from firsthand.generation import OpenAIBackend, Sampling, open_backend
-from firsthand.models import load, smollm2_path
+from firsthand.models import smollm2_path
 from firsthand.stages.branch import BranchConfig, branch
 from firsthand.stages.build import BuildConfig, written_sr_requests
 from firsthand.stages.collect import collect
@@ -103,7 +103,9 @@ def main() -> None:
     parser.add_argument("--backends", default="hf,serve,vllm", help="which rows to run: hf, serve, vllm")
     args = parser.parse_args()
     model = smollm2_path()
-    _, tokenizer = load(model)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)  # replies counted in its tokens (the weights are not needed)
     sampling = Sampling(max_tokens=args.tokens, temperature=0.7, seed=0)
     rows: list = []
     with tempfile.TemporaryDirectory() as tmp:

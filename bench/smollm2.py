@@ -38,10 +38,12 @@ def train_rate(out: Path) -> dict[str, float]:
 
 def generation_rate(backend_name: str, prompts: list[str], tokens: int) -> tuple[str, float, float]:
     """(backend, seconds, tokens/s) of writing `tokens` new tokens for each prompt, counted in the model's tokens."""
-    from firsthand.models import load, smollm2_path
+    from transformers import AutoTokenizer
+
+    from firsthand.models import smollm2_path
 
     backend = open_backend("smollm2-135m", backend=backend_name)
-    _, tokenizer = load(smollm2_path())
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path())  # counting tokens needs no second copy of the model
     backend.generate(prompts[:2], Sampling(max_tokens=8))  # warm-up
     started = time.perf_counter()
     replies = backend.generate(prompts, Sampling(max_tokens=tokens, temperature=0.7))

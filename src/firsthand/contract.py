@@ -30,6 +30,9 @@ same distribution (in-domain test), and tasks from a shifted distribution (out-o
 
 METHODS: tuple[str, ...] = ("il", "iwm", "sr")
 """The training methods: imitation (IL), implicit world modeling (IWM), self-reflection (SR)."""
+RATIONALES: tuple[str, ...] = ("sr", "star")
+"""The data kinds of a thought before the action (SR's reflections, STaR's rationales): trained mixed with the
+expert data, and their models write a thought before acting."""
 
 
 def normalize(text: str) -> str:

@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -349,5 +349,5 @@ class PolicySampler:
 
     def sample_actions(self, contexts: Sequence[ProposalContext], n: int) -> list[list[str]]:
         prompts = [policy_prompt(c.goal, c.history, c.observation, c.valid_actions, self.prompt) for c in contexts]
-        replies = self.backend.generate(prompts, Sampling(**{**self.sampling.__dict__, "n": n}))
+        replies = self.backend.generate(prompts, replace(self.sampling, n=n))
         return [[a for a in (parse_action(r) for r in samples) if a] for samples in replies]

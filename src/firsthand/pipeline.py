@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from firsthand.artifacts import MANIFEST, check_output_dir, claimed, load_records, write_json_atomic
-from firsthand.contract import METHODS, InvalidInputError, UnknownNameError
+from firsthand.contract import METHODS, RATIONALES, InvalidInputError, UnknownNameError
 from firsthand.inference import Agent
 from firsthand.jobs import Job, default_workers, run_jobs
 from firsthand.models import TinyConfig, starting_model
@@ -437,13 +437,13 @@ def _mean_chars(data: dict[str, Path]) -> dict[str, float]:
     return {
         "expert": mean["il"],
         "iwm": mean["iwm"],
-        **{f"{k}+expert": (mean[k] + mean["il"]) / 2 for k in ("sr", "star") if k in mean},
+        **{f"{k}+expert": (mean[k] + mean["il"]) / 2 for k in RATIONALES if k in mean},
     }
 
 
 def _new_tokens(preset: Preset, method: str) -> int:
     """The generation budget per step: SR's models may write a thought before their action."""
-    thinks = any(k in method.split("@")[0].split("-")[0].split("+") for k in ("sr", "star"))
+    thinks = any(k in method.split("@")[0].split("-")[0].split("+") for k in RATIONALES)
     return preset.sr_max_new_tokens if thinks else preset.max_new_tokens
 
 

@@ -184,7 +184,7 @@ def _target(task_id: str) -> str:
 
 
 class TauRetailEnv(Env):
-    """Tau-Bench retail with a scripted customer; see the module docstring.
+    """Tau-Bench retail with a scripted or a model-played customer (`user`); see the module docstring.
 
     Example:
         >>> from firsthand import make

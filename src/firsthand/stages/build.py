@@ -262,17 +262,19 @@ def _key(request: Request) -> str:
     return f"{request[0][0]}:{request[0][1]}"
 
 
-def _read_partial(path: Path) -> dict[str, str]:
-    """The texts an interrupted build wrote, by key; a last line cut off by a kill is skipped (written again)."""
-    texts = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
+def _read_partial(path: Path) -> tuple[dict[str, str], bool]:
+    """The texts an interrupted build wrote, by key, and whether the file ends with a whole line; a last line
+    cut off by a kill is skipped (written again)."""
+    texts: dict[str, str] = {}
+    content = path.read_text(encoding="utf-8") if path.exists() else ""
+    if content:
+        for line in content.splitlines():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
             texts[record["key"]] = record["text"]
-    return texts
+    return texts, content.endswith("\n") or not content
 
 
 def write_texts(
@@ -289,7 +291,7 @@ def write_texts(
     from firsthand.generation import Sampling
 
     partial = out / PARTIAL
-    texts = _read_partial(partial)
+    texts, whole = _read_partial(partial)
     todo = [r for r in requests if _key(r) not in texts]
     writer = config.writer
     sampling = Sampling(
@@ -301,7 +303,7 @@ def write_texts(
         figures["writer"] = backend.describe()
         started = time.perf_counter()
         with progress(f"write {len(todo)} texts", len(todo)) as advance, open(partial, "a", encoding="utf-8") as f:
-            if f.tell() and not partial.read_bytes().endswith(b"\n"):
+            if not whole:
                 f.write("\n")  # after a line cut off by a kill
             for begin in range(0, len(todo), writer.chunk):
                 chunk = todo[begin : begin + writer.chunk]
@@ -330,7 +332,7 @@ def written_records(
         key, _, policy, action = request
         text = texts[_key(request)]
         thought, conclusion = split_conclusion(text)
-        problems = reflection_problems(thought, action, conclusion) if thought else ["empty"]
+        problems = reflection_problems(thought, action, conclusion)
         for p in problems:
             counters[f"{method}_filtered_{p}"] += 1
         if problems:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from firsthand.artifacts import MODEL_PROMPT, read_model_prompt, trained_method, write_json_atomic
-from firsthand.contract import FirsthandError, InvalidInputError, normalize
+from firsthand.contract import RATIONALES, FirsthandError, InvalidInputError, normalize
 from firsthand.episodes import EpisodeResult, LiveEpisode, run_episodes  # noqa: F401 (the stage's API)
 from firsthand.generation import BackendAgent, default_backend, open_backend
 from firsthand.inference import Agent, AgentInput, ModelAgent, RandomAgent
@@ -59,10 +59,11 @@ def make_agent(
     Hugging Face in this process (`backend` hf), with vLLM, or a model an OpenAI-compatible server serves."""
     if model is None or str(model) == "random":
         return RandomAgent(seed)
-    if base_url is not None or backend not in ("hf", "auto") or (backend == "auto" and default_backend() != "hf"):
+    chosen = "openai" if base_url is not None else default_backend() if backend == "auto" else backend
+    if chosen != "hf":
         if response_prefix:
             raise InvalidInputError("--response-prefix is for the hf backend only (other backends take no prefix)")
-        writer = open_backend(str(model), backend="openai" if base_url else backend, base_url=base_url)
+        writer = open_backend(str(model), backend=chosen, base_url=base_url)
         return BackendAgent(writer, name=name or str(model), max_new_tokens=max_new_tokens)
     return ModelAgent.from_path(
         Path(model), name=name or str(model), max_new_tokens=max_new_tokens, response_prefix=response_prefix
@@ -208,4 +209,4 @@ def thinks(model: Path | str | None) -> bool:
     manifest of the `firsthand train` run it came from; False for any other folder)."""
     if model is None or str(model) == "random":
         return False
-    return any(kind in trained_method(model).split("+") for kind in ("sr", "star"))
+    return any(kind in trained_method(model).split("+") for kind in RATIONALES)

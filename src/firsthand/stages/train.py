@@ -39,7 +39,7 @@ from firsthand.artifacts import (
     write_manifest,
     write_model_prompt,
 )
-from firsthand.contract import InvalidInputError, UnknownNameError
+from firsthand.contract import RATIONALES, InvalidInputError, UnknownNameError
 from firsthand.device import distributed, fast_bf16, world_size
 from firsthand.models import load, require_training_stack
 from firsthand.progress import Progress, no_progress
@@ -229,8 +229,6 @@ def _sft_stage(
 TRAIN_METHODS: tuple[str, ...] = ("il", "iwm", "sr", "iwm+sr", "star")
 """What `train` can run: IL, IWM, SR, IWM's world-model stage followed by SR's data (the paper never
 combines the two), and the STaR baseline (its rationales mixed with the expert data, SR's budget)."""
-RATIONALES: tuple[str, ...] = ("sr", "star")
-"""The data kinds of a thought before the action: trained mixed with the expert data."""
 
 
 def needed_data(method: str) -> list[str]:
