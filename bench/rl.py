@@ -75,7 +75,9 @@ def main() -> None:
             out = root / f"rl-{skip}"
             rl(model, "household", out, config)
             name = "nonzero advantages" if skip else "every sample"
-            lines = [json.loads(line) for line in (out / "iterations.jsonl").read_text().splitlines()]
+            stats = [json.loads(line) for line in (out / "iterations.jsonl").read_text().splitlines()]
+            timings = [json.loads(line) for line in (out / "timings.jsonl").read_text().splitlines()]
+            lines = [{**a, **b} for a, b in zip(stats, timings, strict=True)]
             for s in lines:
                 share = s["rollout_seconds"] / (s["rollout_seconds"] + s["update_seconds"])
                 print(

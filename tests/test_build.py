@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -75,11 +76,22 @@ def test_sr_records_reflect_on_executed_alternatives_then_act(branches: Path, tm
         thought, action_line = r["completion"].rsplit("\nAction: ", 1)
         assert thought.startswith("Thought: ") and reflection_problems(thought, action_line) == []
         assert r["prompt"].startswith(POLICY_INSTRUCTION)
-        # every alternative named in the reflection was executed from this state, with that outcome
-        named = [seg.split("'", 2)[1] for seg in thought.split("If I chose ")[1:]]
+        # every alternative named in the reflection was executed from this state, with the outcome it quotes
+        named = []
+        for segment in thought.split("If I chose ")[1:]:
+            head, _, rest = segment.partition(", ")
+            group = re.findall(r"'([^']+)'", head)
+            named += group
+            quote = re.match(r'the result would be: "(.*?)" So ', rest)
+            for action in group:
+                outcome = " ".join(outcomes[(r["trajectory_id"], r["step_index"], action)].split())
+                assert quote is None or all(part in outcome for part in re.split(r"(?<=[.!?]) ", quote.group(1)))
         assert len(named) == 2
-        for action in named:
-            assert f'"{outcomes[(r["trajectory_id"], r["step_index"], action)]}"' in thought
+        # anticipation: what the expert's own action reveals is not quoted before it is taken
+        expert = " ".join(outcomes[(r["trajectory_id"], r["step_index"], action_line)].split())
+        if not any(expert == " ".join(outcomes[(r["trajectory_id"], r["step_index"], a)].split()) for a in named):
+            assert f'"{expert}' not in thought
+        assert f"If I choose '{action_line}', I expect to get closer to my goal." in thought
         for word in ("expert", "Action 1", "correct", "option"):
             assert word.lower() not in thought.lower()
 
@@ -209,10 +221,30 @@ def test_reflection_filters_catch_known_failure_modes() -> None:
     clean = template_reflection(
         "put a mug in desk.",
         "go to desk 1",
-        "You arrive at desk 1.",
         [("look", "You are in the middle of a room."), ("inventory", "Nothing happens.")],
     )
     assert reflection_problems(clean, "go to desk 1") == []
+
+
+def test_template_reflections_pass_the_filters_when_observations_repeat() -> None:
+    """Two alternatives with the same outcome, a status line every outcome repeats, an outcome already quoted,
+    and observations holding a filtered word: the template names, quotes and concludes without tripping the
+    filters meant for model-written text."""
+    status = "Your score has not changed in this game."
+    tried = [
+        ("open drawer 4", f"You open drawer 4. In it you see a letter. {status}"),
+        ("open drawer 3", f"You open drawer 3. In it you see a letter. {status}"),
+        ("look", "Nothing happens."),
+        ("inventory", "Nothing happens."),
+        ("read note", f"The note reads: the expert left the key in the box. {status}"),
+        ("wait", f"You arrive at the hall. {status}"),
+    ]
+    text = template_reflection("find the coin.", "open box", tried)
+    assert reflection_problems(text, "open box", quoted=[o for _, o in tried]) == []
+    assert text.count(status) == 1 and text.count("In it you see a letter.") == 1
+    assert "If I chose 'look' or 'inventory', nothing would happen" in text and text.endswith("So I will open box.")
+    again = template_reflection("find the coin.", "open box", [("wait", "A hall."), ("rest", "Nothing. A hall.")])
+    assert reflection_problems(again, "open box") == []
 
 
 def test_reflections_state_the_goal_in_the_first_person() -> None:
@@ -221,11 +253,9 @@ def test_reflections_state_the_goal_in_the_first_person() -> None:
         "Your task is to boil water. First, focus on the substance.",
         "boil water. First, focus on the substance.",
     ):
-        reflection = template_reflection(goal, "look around", "You see a stove.", [])
+        reflection = template_reflection(goal, "look around", [])
         assert reflection.startswith("My goal is to boil water. First, focus on the substance. If I choose")
-    assert template_reflection("put a mug in desk.", "look", "A room.", []).startswith(
-        "My goal is to put a mug in desk."
-    )
+    assert template_reflection("put a mug in desk.", "look", []).startswith("My goal is to put a mug in desk.")
 
 
 def test_parse_action() -> None:

@@ -249,11 +249,11 @@ def test_run_rejects_bad_overrides(tmp_path: Path, option: str, value: str, mess
 def test_environment_settings_replace_generic_defaults_only() -> None:
     from firsthand.pipeline import ENV_SETTINGS, get_preset
 
-    assert get_preset("quickstart", env="bfcl").max_steps == ENV_SETTINGS["bfcl"]["max_steps"]
+    assert get_preset("quickstart", env="bfcl").max_new_tokens == ENV_SETTINGS["bfcl"]["max_new_tokens"]
     assert get_preset("quickstart", env="bfcl").prompt == ENV_SETTINGS["bfcl"]["prompt"]
     assert get_preset("smoke", env="bfcl").max_steps == 4  # the preset's own choice stands
-    assert get_preset("quickstart", env="bfcl", max_steps=7).max_steps == 7  # so does an explicit override
-    assert get_preset("quickstart").max_steps == 20
+    assert get_preset("quickstart", env="bfcl", max_new_tokens=7).max_new_tokens == 7  # so does an override
+    assert get_preset("quickstart").max_steps is None  # the adapter's own step limit
 
 
 def test_run_refuses_several_processes(tmp_path: Path) -> None:
@@ -292,3 +292,57 @@ def test_progress_off_a_terminal_is_printed_as_lines(
     with pytest.raises(ValueError), cli._progress("collect", 4):
         raise ValueError("bad input")  # refused before any work: no line
     assert capsys.readouterr().out == ""
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model folder `rl` and `eval` accept (untrained: these tests never get as far as using it)."""
+    from dataclasses import asdict
+
+    from firsthand.artifacts import write_model_prompt
+    from firsthand.models import TinyConfig, create_tiny
+    from firsthand.prompts import PromptConfig
+
+    folder = create_tiny(["Goal: a\nAction: look"], tmp_path_factory.mktemp("tiny") / "m", TinyConfig(layers=1))
+    write_model_prompt(folder, asdict(PromptConfig()))
+    return folder
+
+
+def test_every_command_checks_its_arguments_before_loading_or_writing(tmp_path: Path, tiny_folder: Path) -> None:
+    """Environment names and their arguments, files and model names: one line, exit 2, nothing written."""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    out = tmp_path / "out"
+    cases = [
+        (("collect", "--from", str(empty), "--episodes", "0"), "holds no demonstrations"),
+        (("collect", "--from", str(tmp_path), "--episodes", "0"), "is a directory; give the JSONL file"),
+        (("collect", "--env", "household:habit=2"), "habit must be above 0 and at most 1, got 2.0"),
+        (("rl", "--model", str(tiny_folder), "--env", "TYPO"), "unknown environment 'TYPO'"),
+        (("rl", "--model", str(tiny_folder), "--env", "household:bogus=1"), "does not take these arguments"),
+        (("rl", "--model", str(tiny_folder), "--algo", "ppo"), "unknown RL algorithm 'ppo'"),
+        (("run", "--preset", "smoke", "--env", "TYPO"), "unknown environment 'TYPO'"),
+        (("run", "--preset", "smoke", "--env", "household:receptacles=0"), "receptacles must be above 0"),
+        (("run", "--preset", "smoke", "--model", "nosuch"), "model 'nosuch' is neither a built-in model"),
+        (("run", "--preset", "smoke", "--reflector", "nosuch"), "model 'nosuch' is neither a built-in model"),
+        (("sweep", "k", "--preset", "smoke", "--env", "TYPO"), "unknown environment 'TYPO'"),
+        (("train", "--method", "il", "--expert-data", str(tmp_path), "--model", "nosuch"), "neither a built-in"),
+    ]
+    for args, message in cases:
+        r = run(*args, "--out", str(out))
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr[-600:])
+        assert len(r.stderr.strip().splitlines()) == 1 and not r.stdout.strip(), (args, r.stdout, r.stderr)
+        assert not out.exists(), args
+    r = run("eval", "--model", "random", "--env", "TYPO", "--out", str(tmp_path / "x.json"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.json").exists()
+
+
+def test_the_python_api_plays_the_episodes_the_cli_plays(tmp_path: Path) -> None:
+    """`firsthand.evaluate` and `firsthand eval` share household's step limit; an Env object where a name is
+    expected is refused with the name to pass."""
+    import firsthand
+    from firsthand.contract import InvalidInputError
+
+    summary = firsthand.evaluate(firsthand.make_agent("random"), "household", "id_test", 2, tmp_path / "api.json")
+    assert summary["mean_steps"] == 20  # the random agent never wins: it plays to the limit, as `eval` does
+    with pytest.raises(InvalidInputError, match="pass its name, 'household'"):
+        firsthand.evaluate(firsthand.make_agent("random"), firsthand.make("household"), "id_test", 2, tmp_path / "x")

@@ -145,3 +145,26 @@ def test_failure_categories_of_lost_episodes() -> None:
     lamp = ["go to bed 1", "take cellphone 1 from bed 1", "go to dresser 1", "use desklamp 1"]
     assert failure_categories("id_test-1", lamp) == ["other"]  # held the object, never found the lamp
     assert HouseholdEnv("id_test").failure_categories("id_test-4", pot[:3]) == ["wrong_copy", "never_found"]
+
+
+def test_difficulty_is_an_adapter_argument() -> None:
+    """`household:receptacles=...:habit=...` builds harder worlds from the command line; the defaults build the
+    worlds every result was measured on."""
+    from firsthand.envs.household.world import STANDARD, generate
+    from firsthand.registry import make
+
+    tasks = make("household", "ood_test").tasks(60)
+    default = make("household", "ood_test")
+    assert all(default._parse_task(t) == generate("ood_test", int(t.split("-")[1]), STANDARD) for t in tasks[:5])
+    harder = make("household:receptacles=2:habit=1.0", "ood_test")
+    count = lambda env: sum(len(env._parse_task(t).receptacles) for t in tasks)  # noqa: E731
+    assert count(harder) > 1.5 * count(default)
+    loose = make("household:habit=1.0", "ood_test")  # objects keep less to their usual places
+    moved = sum(loose._parse_task(t).placement[0] != default._parse_task(t).placement[0] for t in tasks)
+    assert moved > len(tasks) / 4
+    for env in (default, harder):  # the expert still wins every harder world
+        for task in tasks[:12]:
+            env.reset(task)
+            assert replay(env, task, env.expert_actions()).steps
+    with pytest.raises(InvalidInputError, match="habit must be above 0 and at most 1"):
+        make("household:habit=0", "train")

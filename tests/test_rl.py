@@ -218,13 +218,12 @@ def test_an_interrupted_rl_run_resumes_as_if_it_had_not_stopped(small_model: Pat
     assert not (tmp_path / "cut" / "manifest.json").exists()
     assert len((tmp_path / "cut" / "iterations.jsonl").read_text().splitlines()) == 1
     resumed = rl(small_model, "household", tmp_path / "cut", config)
-    timing = ("seconds", "per_second")
     lines = [list(read_jsonl(tmp_path / run / "iterations.jsonl")) for run in ("whole", "cut")]
-    assert len(lines[0]) == 2
-    for a, b in zip(*lines, strict=True):
-        assert {k: v for k, v in a.items() if not k.endswith(timing)} == {
-            k: v for k, v in b.items() if not k.endswith(timing)
-        }
+    assert len(lines[0]) == 2 and lines[0] == lines[1]
+    # the content hash verifies the resume: wall-clock figures live in timings.jsonl, which it leaves out
+    assert resumed["content_hash"] == whole["content_hash"]
+    timings = list(read_jsonl(tmp_path / "cut" / "timings.jsonl"))
+    assert [t["iteration"] for t in timings] == [1, 2] and all(t["update_seconds"] > 0 for t in timings)
     assert model_hash(tmp_path / "whole" / "model") == model_hash(tmp_path / "cut" / "model")
     assert whole["count"] == resumed["count"] == 2 and whole["config"]["algo"] == algo
     stats = whole["final"]

@@ -1,10 +1,21 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 
-from firsthand.stats import BUDGET_RULES, iwm_schedule, paired_difference, plan_steps, steps_per_epoch, wilson_interval
+from firsthand.stats import (
+    BUDGET_RULES,
+    detectable_difference,
+    iwm_schedule,
+    paired_comparison,
+    paired_difference,
+    plan_steps,
+    steps_per_epoch,
+    two_level_bootstrap,
+    wilson_interval,
+)
 
 
 def naive_wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -110,3 +121,60 @@ def test_paired_difference_edge_cases() -> None:
     assert paired_difference([], []) == (0.0, -1.0, 1.0)
     with pytest.raises(ValueError, match="same episodes"):
         paired_difference([True], [True, False])
+
+
+def naive_two_level_bootstrap(grid: list[list[float]], replicates: int, seed: int) -> tuple[float, float, float]:
+    """The same resampling written as loops: draw seeds, draw tasks, average the grid over both draws."""
+    import random
+
+    rng = random.Random(seed)
+    seeds, tasks = len(grid), len(grid[0])
+    means = []
+    for _ in range(replicates):
+        rows = [rng.randrange(seeds) for _ in range(seeds)]
+        cols = [rng.randrange(tasks) for _ in range(tasks)]
+        means.append(sum(grid[r][c] for r in rows for c in cols) / (seeds * tasks))
+    means.sort()
+    return means[int(0.025 * replicates)], means[int(0.975 * replicates) - 1], statistics.stdev(means)
+
+
+def test_two_level_bootstrap_matches_a_naive_loop() -> None:
+    import random
+
+    rng = random.Random(3)
+    # 3 seeds of different strength on 40 shared tasks of different difficulty
+    strength, difficulty = [0.2, 0.5, 0.35], [rng.random() for _ in range(40)]
+    grid = [[float(rng.random() < (s + d) / 2) for d in difficulty] for s in strength]
+    mean, low, high, se = two_level_bootstrap(grid, replicates=4000, seed=0)
+    n_low, n_high, n_se = naive_two_level_bootstrap(grid, 4000, seed=1)
+    assert mean == pytest.approx(statistics.fmean(v for row in grid for v in row))
+    assert low == pytest.approx(n_low, abs=0.03) and high == pytest.approx(n_high, abs=0.03)
+    assert se == pytest.approx(n_se, rel=0.1)
+    assert two_level_bootstrap(grid, seed=5) == two_level_bootstrap(grid, seed=5)  # deterministic by seed
+
+
+def test_seeds_widen_the_interval_that_pooling_hides() -> None:
+    """Two seeds that disagree entirely on 300 shared tasks: pooling 600 episodes as independent gives a
+    Wilson interval of +-4 points; resampling seeds shows that a seed moves the result by 100."""
+    grid = [[1.0] * 300, [0.0] * 300]
+    mean, low, high, _ = two_level_bootstrap(grid)
+    wilson = wilson_interval(300, 600)
+    assert mean == 0.5 and wilson[1] - wilson[0] < 0.1
+    assert low == 0.0 and high == 1.0
+    # with one seed it is the bootstrap over tasks: its standard error is sd / sqrt(n)
+    one = [[float(i % 4 == 0) for i in range(400)]]
+    _, _, _, se = two_level_bootstrap(one)
+    assert se == pytest.approx(statistics.pstdev(one[0]) / 400**0.5, rel=0.1)
+
+
+def test_paired_comparison_states_its_detectable_difference() -> None:
+    grid = [[1.0 if i % 5 == 0 else 0.0 for i in range(300)] for _ in range(5)]
+    c = paired_comparison(grid)
+    assert c["difference"] == pytest.approx(0.2) and c["ci_low"] < 0.2 < c["ci_high"]
+    _, _, _, se = two_level_bootstrap(grid)
+    assert c["detectable"] == pytest.approx(detectable_difference(se)) == pytest.approx(2.8016 * se, rel=1e-3)
+    # nothing differs anywhere: the interval stays open (Agresti-Min over the pairs), and so does what it detects
+    none = paired_comparison([[0.0] * 50, [0.0] * 50])
+    assert none["difference"] == 0 and none["ci_low"] < 0 < none["ci_high"] and none["detectable"] > 0
+    # more episodes detect smaller differences
+    assert paired_comparison([row * 4 for row in grid])["detectable"] < c["detectable"]

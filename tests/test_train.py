@@ -385,3 +385,23 @@ def test_bf16_follows_the_cpus_flags_and_the_models_size(monkeypatch: pytest.Mon
         monkeypatch.setattr(device, "cpu_flags", lambda flags=flags: frozenset(flags))
         assert device.fast_bf16(500_000) is small and device.fast_bf16(135_000_000) is large
         assert device.fast_bf16() is large  # size unknown: decided by the CPU alone
+
+
+def test_sr_mixed_set_begins_every_record_with_a_thought() -> None:
+    """The expert records of SR's mixed set carry the placeholder thought, so the first token of every target
+    is "Thought" and greedy decoding is not pulled to act before thinking; IL and IWM stay as built."""
+    import random
+
+    from firsthand.prompts import PLACEHOLDER_THOUGHT
+    from firsthand.stages.train import TrainConfig, stage_examples
+
+    records = {
+        "il": [{"prompt": "p1", "completion": "Action: look"}],
+        "sr": [{"prompt": "p1", "completion": "Thought: If I chose 'x', ... So I will look.\nAction: look"}],
+    }
+    mixed = stage_examples("sr+expert", 1, records, TrainConfig(), random.Random(0))
+    assert all(r["completion"].startswith("Thought: ") for r in mixed) and len(mixed) == 2
+    assert f"Thought: {PLACEHOLDER_THOUGHT}\nAction: look" in [r["completion"] for r in mixed]
+    assert stage_examples("expert", 1, records, TrainConfig(), random.Random(0)) == records["il"]
+    plain = stage_examples("sr+expert", 1, records, TrainConfig(placeholder_thought=False), random.Random(0))
+    assert "Action: look" in [r["completion"] for r in plain]

@@ -3,7 +3,7 @@
 >>> from firsthand import make
 >>> from firsthand.checks import check_env
 >>> check_env(make("household", split="train"))   # raises EnvCheckError on the first failure
-['types', 'splits', 'determinism', 'snapshot_round_trip', 'expert_wins']
+['types', 'splits', 'determinism', 'snapshot_round_trip', 'expert_wins', 'template_reflections']
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import pickle
 from collections.abc import Callable
 
 from firsthand.contract import SPLITS, Env, FirsthandError, StepResult, normalize
+from firsthand.prompts import reflection_problems, template_reflection
 from firsthand.replay import replay
 
 
@@ -124,12 +125,48 @@ def check_expert_wins(env: Env, task: str) -> None:
         raise _fail("expert_wins", f"the expert's actions on {task!r} do not win when replayed: {e}") from e
 
 
+def check_template_reflections(env: Env, task: str, alternatives: int = 3, states: int = 6) -> None:
+    """SR's template reflection at the first `states` expert states, over up to `alternatives` valid actions
+    executed from each (by replaying the expert's prefix), passes the filters of `prompts.reflection_problems`:
+    observations are quoted into reflections, so an adapter whose observations repeat a fixed line or use a
+    filtered word would lose its SR data."""
+    env.reset(task)
+    try:
+        expert = env.expert_actions()
+    except FirsthandError:
+        return  # without an expert there are no expert states to reflect at
+    observation, info = env.reset(task)
+    for i, action in enumerate(expert[:states]):
+        tried = []
+        for alternative in [a for a in env.valid_actions() if normalize(a) != normalize(action)][:alternatives]:
+            env.reset(task)
+            for earlier in expert[:i]:
+                env.step(earlier)
+            tried.append((alternative, env.step(alternative).observation))
+        env.reset(task)
+        for earlier in expert[:i]:
+            env.step(earlier)
+        outcome = env.step(action)
+        if tried:
+            text = template_reflection(info["goal"], action, tried)
+            problems = reflection_problems(text, action, quoted=[o for _, o in tried])
+            if problems:
+                raise _fail(
+                    "template_reflections",
+                    f"the reflection at step {i} of {task!r} fails the filters {problems} (observations are quoted "
+                    f"into reflections: docs/adapters.md): {text[:300]!r}",
+                )
+        if outcome.terminated or outcome.truncated:
+            return
+
+
 CHECKS: dict[str, Callable[[Env, str], None]] = {
     "types": check_types,
     "splits": check_splits,
     "determinism": check_determinism,
     "snapshot_round_trip": check_snapshot_round_trip,
     "expert_wins": check_expert_wins,
+    "template_reflections": check_template_reflections,
 }
 
 

@@ -335,7 +335,7 @@ def train(
     """Train with IL, IWM (world model, then IL), SR (reflections + expert) or IWM+SR, under a budget rule."""
     from firsthand.artifacts import check_output_dir, read_manifest
     from firsthand.device import is_main_process, main_process_first
-    from firsthand.models import TinyConfig, starting_model
+    from firsthand.models import TinyConfig, check_model_name, starting_model
     from firsthand.progress import no_progress
     from firsthand.stages.train import check_data
     from firsthand.stages.train import train as run_train
@@ -343,6 +343,7 @@ def train(
     _setup_logging(verbose)
     with _errors():
         check_output_dir(out)
+        check_model_name(model)
         own = {read_manifest(d, "build")["config"]["method"]: d for d in data or []}  # each names its method
         datasets = {**own, "il": expert_data}
         check_data(method, datasets)  # before any model is built
@@ -375,7 +376,7 @@ def evaluate(
         int | None,
         typer.Option(help="Past steps in each prompt (default: as the model was trained; required for other models)."),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the random agent.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the random agent and of sampled replies.")] = 0,
     backend: Annotated[str, typer.Option(help="Generation backend: hf, vllm, auto (vllm on a GPU), openai.")] = "hf",
     base_url: Annotated[
         str | None,
@@ -390,6 +391,13 @@ def evaluate(
             "--expert-states", help="Score the action at every state of the expert's episodes (teacher-forced)."
         ),
     ] = False,
+    decision: Annotated[
+        str,
+        typer.Option(help="generate (write the action) or score (pick the likeliest valid action; hf backend)."),
+    ] = "generate",
+    temperature: Annotated[
+        float, typer.Option(help="0: greedy; above 0: sampled at this temperature (the paper: 0.4), by --seed.")
+    ] = 0.0,
 ) -> None:
     """Evaluate a model (or the random agent) on a split: success with a 95% Wilson interval."""
     from firsthand.contract import InvalidInputError
@@ -413,6 +421,8 @@ def evaluate(
             seed=seed,
             backend=backend,
             base_url=base_url,
+            decision=decision,
+            temperature=temperature,
         )
         common = {
             "prompt": prompt,
@@ -453,12 +463,16 @@ def rl(
 ) -> None:
     """Continue a checkpoint with multi-turn RL (GRPO or GiGPO) on the environment's reward."""
     from firsthand.pipeline import eval_settings
+    from firsthand.registry import opened
     from firsthand.stages.evaluate import model_prompt, thinks
     from firsthand.stages.rl import rl as run_rl
 
     _setup_logging(verbose)
     logging.getLogger("firsthand.stages.rl").setLevel(logging.INFO)  # a line per iteration: success, KL, ...
     with _errors():
+        config.validate()
+        with opened(env, "train"):  # every argument is checked before a model is loaded or a file written
+            pass
         prompt = model_prompt(model, history)
         defaults = eval_settings(env, thinks=thinks(model))
         config = replace(

@@ -202,3 +202,82 @@ class Generation:
     """The rendered prompt as the model read it (chat template and response prefix, truncated on the left)."""
     completion_ids: list[int]
     """The generated tokens, up to and including the end-of-reply token when one was generated."""
+
+
+DECISIONS: tuple[str, ...] = ("generate", "score")
+"""How a model policy picks its action: generate free text and parse it, or score every valid action."""
+
+
+class ScoringAgent:
+    """A causal LM that picks the valid action it gives the highest likelihood, instead of writing one: it
+    tells "chose the wrong receptacle" from "could not spell the object's name". Each candidate is scored as the
+    whole reply ``Action: <action>`` and its end-of-reply token (so "cabinet 1" does not win for being a prefix
+    of "cabinet 10"); the prompt is read once and its key-value cache shared by the candidates. A model that
+    thinks first (`thinker`: its generating agent) writes its thought greedily, and the actions are scored
+    after it. Inputs without valid actions fall back to generation."""
+
+    wants_candidates = False
+
+    def __init__(self, generator: ModelAgent, *, thinks: bool = False) -> None:
+        self.generator, self.thinks = generator, thinks
+        self.model, self.tokenizer, self.name = generator.model, generator.tokenizer, generator.name
+        import inspect
+
+        # transformers renamed the argument (`past_key_values` goes in 5.40); older releases know only that name
+        self._cache_argument = (
+            "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        )
+
+    def act(self, inputs: Sequence[AgentInput]) -> list[str]:
+        replies: list[str | None] = [None] * len(inputs)
+        generate = [i for i, x in enumerate(inputs) if not x.valid_actions]
+        if self.thinks:  # the thought is written, then the actions are scored after it
+            generate = list(range(len(inputs)))
+        replies_of = self.generator.act([inputs[i] for i in generate]) if generate else []
+        written = dict(zip(generate, replies_of, strict=True))
+        for i, x in enumerate(inputs):
+            if not x.valid_actions:
+                replies[i] = written[i]
+                continue
+            head = ""
+            if self.thinks:
+                text = written[i]
+                cut = text.rfind("Action:")
+                head = (text[:cut] if cut >= 0 else text.rstrip() + "\n")[len(self.generator.response_prefix) :]
+            prefix = self.generator.render(x.prompt) + head + "Action: "
+            scores = self.scores(prefix, x.valid_actions)
+            best = max(range(len(scores)), key=scores.__getitem__)
+            replies[i] = head + f"Action: {x.valid_actions[best]}"
+        return replies  # type: ignore[return-value]
+
+    def scores(self, prefix: str, actions: Sequence[str]) -> list[float]:
+        """log p(action and end of reply | prefix) for each action: the shared tokens once, then every
+        candidate's own tokens in one batch over the repeated cache."""
+        import torch
+
+        eos = self.tokenizer.eos_token_id
+        full = [self.tokenizer(prefix + a, add_special_tokens=False)["input_ids"] + [eos] for a in actions]
+        shared = 0
+        while shared < min(map(len, full)) - 1 and all(ids[shared] == full[0][shared] for ids in full):
+            shared += 1
+        cut = max(0, shared - self.generator.max_prompt_tokens)  # a long prompt keeps its end: the current state
+        device = next(self.model.parameters()).device
+        common = torch.tensor([full[0][cut:shared]], device=device)
+        suffixes = [ids[shared:] for ids in full]
+        longest = max(map(len, suffixes))
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
+        ids = torch.tensor([s + [pad] * (longest - len(s)) for s in suffixes], device=device)
+        with torch.inference_mode():
+            out = self.model(input_ids=common, use_cache=True)
+            cache = out.past_key_values
+            cache.batch_repeat_interleave(len(actions))
+            start = shared - cut
+            positions = torch.arange(start, start + longest, device=device).expand(len(actions), -1)
+            attention = torch.ones((len(actions), start + longest), dtype=torch.long, device=device)
+            logits = self.model(
+                input_ids=ids, attention_mask=attention, position_ids=positions, **{self._cache_argument: cache}
+            ).logits
+            # the first suffix token is predicted by the shared part's last position, the others by the suffix
+            logits = torch.cat([out.logits[:, -1:].expand(len(actions), -1, -1), logits[:, :-1]], dim=1)
+            logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+        return [float(logprobs[i, : len(s)].sum()) for i, s in enumerate(suffixes)]

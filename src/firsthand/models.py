@@ -360,17 +360,22 @@ def smollm2_path() -> Path:
     return out
 
 
-def resolve(model: str) -> Path:
-    """The folder of a pretrained starting model: `smollm2-135m`, or a local Hugging Face model folder."""
-    if model == "smollm2-135m":
-        return smollm2_path()
-    path = Path(model)
-    if not (path / "config.json").exists():
+def check_model_name(model: str) -> None:
+    """Refuse, before any work and without loading anything, a model name that is neither built in nor a local
+    Hugging Face folder."""
+    if model not in BUILTIN_MODELS and not (Path(model) / "config.json").exists():
         raise InvalidInputError(
             f"model {model!r} is neither a built-in model ({', '.join(BUILTIN_MODELS)}) nor a folder with a "
             f"config.json (a local Hugging Face model)"
         )
-    return path
+
+
+def resolve(model: str) -> Path:
+    """The folder of a pretrained starting model: `smollm2-135m`, or a local Hugging Face model folder."""
+    if model == "smollm2-135m":
+        return smollm2_path()
+    check_model_name(model)
+    return Path(model)
 
 
 def starting_model(

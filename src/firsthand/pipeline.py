@@ -23,7 +23,7 @@ from firsthand.artifacts import MANIFEST, check_output_dir, claimed, load_record
 from firsthand.contract import METHODS, RATIONALES, InvalidInputError, UnknownNameError
 from firsthand.inference import Agent
 from firsthand.jobs import Job, default_workers, run_jobs
-from firsthand.models import TinyConfig, starting_model
+from firsthand.models import TinyConfig, check_model_name, starting_model
 from firsthand.policy_gradient import ALGORITHMS
 from firsthand.progress import Progress, no_progress
 from firsthand.prompts import PromptConfig
@@ -32,7 +32,7 @@ from firsthand.report_html import write_html
 from firsthand.stages.branch import BranchConfig, branch
 from firsthand.stages.build import AllDropped, BuildConfig, WriterConfig, build
 from firsthand.stages.collect import collect
-from firsthand.stages.evaluate import evaluate, make_agent
+from firsthand.stages.evaluate import ACTION_TOKENS, THOUGHT_TOKENS, evaluate, make_agent
 from firsthand.stages.report import write_report
 from firsthand.stages.rl import RLConfig, rl
 from firsthand.stages.train import TRAIN_METHODS, TrainConfig, needed_data, planned_stages, train
@@ -76,9 +76,9 @@ class Preset:
     max_steps: int | None = None
     """Step limit of evaluation episodes (None: the adapter's `default_max_steps`)."""
     eval_batch_size: int = 50
-    max_new_tokens: int = 24
+    max_new_tokens: int = ACTION_TOKENS
     """Generation budget per step for IL/IWM; SR gets `sr_max_new_tokens` for its thought."""
-    sr_max_new_tokens: int = 200
+    sr_max_new_tokens: int = THOUGHT_TOKENS
     prompt: PromptConfig = field(default_factory=lambda: PromptConfig(history=2, show_valid_actions=False))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, batch_size=4, learning_rate=1e-3))
     """Small batches: at the same tokens, more steps of batch 4 beat fewer of batch 16 (docs/calibration.md)."""
@@ -136,7 +136,6 @@ ENV_SETTINGS: dict[str, dict[str, Any]] = {
     # The quickstart's calibration (docs/calibration.md): 300 demonstrations x 6 epochs is the most IL
     # training that keeps `make run` within 15 minutes here.
     "household": dict(
-        max_steps=20,  # the expert needs at most 10
         train_episodes=300,
         train=TrainConfig(epochs=6, batch_size=4, learning_rate=1e-3),
         # Every past action in the prompt: IL's success unchanged, its `go to` loops gone (docs/results.md).
@@ -145,21 +144,19 @@ ENV_SETTINGS: dict[str, dict[str, Any]] = {
     # Open action space; calls with arguments are long, and the current request and the function
     # signatures are only in earlier observations, so prompts keep more history.
     "bfcl": dict(
-        max_steps=60,
         max_new_tokens=96,
         prompt=PromptConfig(history=4, show_valid_actions=False, max_observation_chars=600),
     ),
-    # Short valid-action lists (5-40); expert paths up to 30 steps; one 126 MB JVM per instance.
-    "textworld-express": dict(max_steps=50, eval_batch_size=32),
-    # Expert paths of 13-16 actions: the generic 20-step limit would leave a policy 4-7 spare actions.
-    "tau-retail": dict(max_steps=30),  # the longest ground truth: 13 calls
-    "textworld-cooking": dict(max_steps=50),
-    # Expert paths of 5-88 steps (median per task type) and long observations: the adapter's own
-    # 150-step limit, and fewer environments stepped together (prompts of ~1,000 tokens).
-    "scienceworld": dict(max_steps=150, eval_batch_size=25),
+    # Short valid-action lists (5-40); one 126 MB JVM per instance.
+    "textworld-express": dict(eval_batch_size=32),
+    "tau-retail": {},
+    "textworld-cooking": {},
+    # Long observations: fewer environments stepped together (prompts of ~1,000 tokens).
+    "scienceworld": dict(eval_batch_size=25),
 }
-"""Per-environment changes to the presets' generic defaults (step limits, generation budgets, prompt
-shape, how many environment instances evaluation keeps alive)."""
+"""Per-environment changes to the presets' generic defaults (generation budgets, prompt shape, how many
+environment instances evaluation keeps alive). Step limits are the adapters' own `default_max_steps`, so the
+Python API, `eval` and `run` play the same episodes."""
 
 
 def get_preset(name: str, **overrides: Any) -> Preset:
@@ -190,6 +187,11 @@ def get_preset(name: str, **overrides: Any) -> Preset:
         if not overrides["seeds"] or len(set(overrides["seeds"])) != len(overrides["seeds"]):
             raise InvalidInputError(f"seeds must be distinct and at least one, got {list(overrides['seeds'])!r}")
     preset = _with_model_settings(PRESETS[name], overrides)
+    with opened(preset.env, "train"):  # a bad name or argument is refused before any warning or work
+        pass
+    check_model_name(preset.model)
+    if preset.writer.reflector not in ("template", "policy") and preset.writer.base_url is None:
+        check_model_name(preset.writer.reflector)  # a served model's name is the server's to check
     env = parse_name(preset.env)[0]  # the adapter's settings hold whatever arguments its name carries
     if env not in ENV_SETTINGS:
         log.warning(

@@ -97,6 +97,17 @@ def reflection_completion(reflection: str, action: str) -> str:
     return f"Thought: {reflection}\nAction: {action}"
 
 
+PLACEHOLDER_THOUGHT = "I will choose the action that moves me toward my goal."
+"""The thought of the expert records in SR's (and STaR's) mixed set, as the authors' ALFWorld release gives its
+IL targets one: every record then begins with "Thought:", so the first token is no choice between thinking
+and acting (greedy decoding chose acting at every state otherwise)."""
+
+
+def with_placeholder_thought(completion: str) -> str:
+    """An expert record's ``Action: a`` as ``Thought: PLACEHOLDER_THOUGHT`` then the action."""
+    return f"Thought: {PLACEHOLDER_THOUGHT}\n{completion}"
+
+
 def world_model_prompt(
     goal: str, history: Sequence[tuple[str, str]], observation: str, action: str, config: PromptConfig
 ) -> str:
@@ -125,30 +136,68 @@ def parse_action(text: str) -> str | None:
 # Template reflections (the default reflector until a language model writes them)
 # ------------------------------------------------------------------------------------------------
 _TASK_PREAMBLE = re.compile(r"^(?:your )?(?:task|goal) is to\s+", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+NOTHING_HAPPENS = "Nothing happens."
+"""The observation of an action that changes nothing (ALFWorld's wording, which several adapters share)."""
+
+
+def _sentence_key(sentence: str) -> str:
+    """How `_doubled` compares sentences: words lowercased; "" for one too short (under 4 words) to count."""
+    words = sentence.split()
+    return " ".join(words).lower() if len(words) >= 4 else ""
 
 
 def _lower_first(text: str) -> str:
     return text[:1].lower() + text[1:] if text else text
 
 
-def template_reflection(goal: str, action: str, outcome: str, alternatives: Sequence[tuple[str, str]]) -> str:
+def _quoted(actions: Sequence[str]) -> str:
+    names = [f"'{a}'" for a in actions]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def _unseen(outcome: str, seen: set[str]) -> str:
+    """`outcome` without the sentences the reflection already quoted (a status line every step repeats), so a
+    template never writes a sentence twice; the sentences it keeps are added to `seen`."""
+    kept = []
+    for sentence in _SENTENCE_END.split(outcome.strip()):
+        key = _sentence_key(sentence)
+        if key in seen:
+            continue
+        if key:
+            seen.add(key)
+        kept.append(sentence)
+    return " ".join(kept).strip()
+
+
+def template_reflection(goal: str, action: str, alternatives: Sequence[tuple[str, str]]) -> str:
     """A first-person, anticipatory reflection grounded in outcomes that were really observed.
 
     `alternatives` are (action, observed next observation) pairs executed from the same state; the
-    reflection contrasts them with `action` (whose observed outcome is `outcome`) and concludes with
-    `action`. It speaks of consequences conditionally ("would"), never as already seen, and never
-    names a demonstrator, an option number or a "correct" choice.
+    reflection quotes what each led to, which was observed from this state, and concludes with `action`.
+    What `action` itself will reveal is not quoted: the agent has not taken it yet, and a reflection that
+    shows its outcome teaches the policy to write, before acting, what only acting shows (the paper's
+    outcome-narration pitfall). It speaks of consequences conditionally ("would"), and never names a
+    demonstrator, an option number or a "correct" choice. Alternatives with the same outcome are named
+    together and a sentence already quoted is not quoted again, so the text passes the filters of
+    `reflection_problems` whatever an environment's observations repeat.
     """
     goal_text = _TASK_PREAMBLE.sub("", goal.strip()).rstrip(".")  # ScienceWorld: "Your task is to boil water."
     sentences = [f"My goal is to {_lower_first(goal_text)}."]
+    seen = {_sentence_key(sentences[0])}
+    groups: dict[str, list[str]] = {}
     for alt, result in alternatives:
-        if result.strip() == "Nothing happens.":
-            sentences.append(f"If I chose '{alt}', nothing would happen, so it would not help.")
+        groups.setdefault(" ".join(result.split()), []).append(alt)
+    for result, alts in groups.items():
+        names = _quoted(alts)
+        fresh = _unseen(result, seen) if result != NOTHING_HAPPENS else ""
+        if result == NOTHING_HAPPENS:
+            sentences.append(f"If I chose {names}, nothing would happen, so it would not help.")
+        elif fresh:
+            sentences.append(f'If I chose {names}, the result would be: "{fresh}" So {names} would not help me.')
         else:
-            sentences.append(
-                f"If I chose '{alt}', the result would be: \"{result}\" That does not move me toward my goal."
-            )
-    sentences.append(f"If I choose '{action}', the result should be: \"{outcome}\" That brings me closer to my goal.")
+            sentences.append(f"If I chose {names}, I would learn nothing new, so {names} would not help me.")
+    sentences.append(f"If I choose '{action}', I expect to get closer to my goal.")
     sentences.append(f"So I will {action}.")
     return " ".join(sentences)
 
@@ -225,6 +274,17 @@ LABEL_LEAKAGE = re.compile(
 OUTCOME_NARRATION = re.compile(
     r"\b(now I (?:see|have|am)|I (?:just|already) (?:saw|did|took|opened|arrived)|I can now see)\b", re.IGNORECASE
 )
+_NUMBERED_NAME = re.compile(r"\b[a-z]+ \d+\b")
+
+
+def unseen_names(reflection: str, visible: Sequence[str]) -> set[str]:
+    """Numbered names ("mug 1", "cabinet 3") a reflection mentions that none of the `visible` texts (the prompt,
+    the actions tried and their observed outcomes) does: what the agent could only know after acting. A
+    counter for the build report, not a filter: names are how household-like environments reveal things."""
+    shown = {name for text in visible for name in _NUMBERED_NAME.findall(text.lower())}
+    return set(_NUMBERED_NAME.findall(reflection.lower())) - shown
+
+
 MIN_THOUGHT_WORDS = 8
 FILTERS: tuple[str, ...] = (
     "empty",
@@ -243,24 +303,33 @@ def _doubled(text: str) -> bool:
     half = len(text) // 2
     if len(text) > 80 and text[:half].strip() and text[half:].strip() == text[:half].strip():
         return True
-    sentences = [" ".join(s.split()).lower() for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= 4]
+    sentences = [key for key in map(_sentence_key, _SENTENCE_END.split(text)) if key]
     return len(sentences) != len(set(sentences))
 
 
-def reflection_problems(reflection: str, action: str, conclusion: str | None = None) -> list[str]:
+def reflection_problems(
+    reflection: str, action: str, conclusion: str | None = None, *, quoted: Sequence[str] = ()
+) -> list[str]:
     """Names of the known failure modes (`FILTERS`) found in a reflection for `action` (empty when clean).
 
     `conclusion`: the action the monologue ends with (`split_conclusion`); None reads it from a closing
-    "I will ..." sentence, and a model's text that ends with neither has no conclusion."""
+    "I will ..." sentence, and a model's text that ends with neither has no conclusion. `quoted`: observations
+    the text quotes (a template's): their words are the environment's, not the writer's, so label leakage and
+    outcome narration are looked for outside them."""
     text = reflection.strip()
     if not text:
         return ["empty"]
+    own = text
+    for observation in sorted(quoted, key=len, reverse=True):
+        for sentence in _SENTENCE_END.split(" ".join(observation.split())):
+            if sentence:
+                own = own.replace(sentence, " ")
     problems = []
     if len(text.split()) < MIN_THOUGHT_WORDS:
         problems.append("too_short")
-    if LABEL_LEAKAGE.search(text):
+    if LABEL_LEAKAGE.search(own):
         problems.append("label_leakage")
-    if OUTCOME_NARRATION.search(text):
+    if OUTCOME_NARRATION.search(own):
         problems.append("outcome_narration")
     if _doubled(text):
         problems.append("doubled_output")

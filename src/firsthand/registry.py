@@ -56,6 +56,12 @@ def parse_name(name: str) -> tuple[str, dict[str, Any]]:
 
     Each ``key=value`` after a colon is one argument; a value is read as JSON where it parses as JSON
     (``30``, ``true``, ``["coin"]``) and as a string otherwise; values cannot contain a colon."""
+    if not isinstance(name, str):
+        hint = f"its name, {name.name!r}" if isinstance(name, Env) else "a registered name or a factory spec"
+        raise InvalidInputError(
+            f"an environment is named by a string, got the {type(name).__name__} {name!r}: pass {hint} (worker "
+            f"processes build their own instances from it; register a factory of your own with firsthand.register)"
+        )
     parts = name.split(":")
     first = next((i for i, part in enumerate(parts) if "=" in part), len(parts))
     base, arguments = ":".join(parts[:first]), parts[first:]

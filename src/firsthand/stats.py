@@ -100,3 +100,57 @@ def paired_difference(
     centre = up - down
     half = z * math.sqrt(max(up + down - centre * centre, 0.0) / total)
     return (gained - lost) / n, max(-1.0, centre - half), min(1.0, centre + half)
+
+
+Z_95 = 1.959963984540054
+Z_POWER_80 = 0.8416212335729143
+
+
+def two_level_bootstrap(
+    grid: Sequence[Sequence[float]], *, replicates: int = 4000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float, float]:
+    """Mean of a seeds x tasks grid (every seed played the same tasks) with a percentile interval that
+    resamples seeds and tasks together, and the standard error of that mean: (mean, low, high, se).
+
+    Seeds and tasks are crossed, two sources of variance: a replicate draws seeds with replacement and,
+    independently, tasks with replacement, and averages the grid over both draws. Pooling the episodes of all
+    seeds as if independent (a Wilson interval over seeds x tasks) ignores that every seed played the same
+    tasks and that a seed moves all its episodes together. With one seed it is the bootstrap over tasks.
+    """
+    import numpy as np
+
+    values = np.asarray(grid, dtype=float)
+    if values.ndim != 2 or values.size == 0:
+        raise ValueError(f"need a non-empty seeds x tasks grid, got shape {values.shape}")
+    seeds, tasks = values.shape
+    rng = np.random.default_rng(seed)
+    # counts of each seed and each task in a replicate's draw: the replicate's mean is v . G . w / (S T)
+    v = rng.multinomial(seeds, [1 / seeds] * seeds, size=replicates).astype(float)
+    w = rng.multinomial(tasks, [1 / tasks] * tasks, size=replicates).astype(float)
+    means = np.einsum("bs,st,bt->b", v, values, w) / (seeds * tasks)
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(values.mean()), float(low), float(high), float(means.std(ddof=1))
+
+
+def detectable_difference(se: float, *, z: float = Z_95, z_power: float = Z_POWER_80) -> float:
+    """The smallest true difference a two-sided test at 5% finds with 80% power, for an estimate with standard
+    error `se`: (z_0.975 + z_0.8) x se = 2.80 se."""
+    return (z + z_power) * se
+
+
+def paired_comparison(grid: Sequence[Sequence[float]], *, seed: int = 0) -> dict[str, float]:
+    """A method minus its baseline, per (seed, task) of `grid` (-1, 0 or +1 each): the difference, its 95%
+    interval resampling seeds and tasks, and the difference detectable at 80% power.
+
+    When no episode differs in any seed the bootstrap has nothing to resample and its interval has no width;
+    Agresti and Min's interval over the pooled pairs (`paired_difference`), which half an episode in each cell
+    keeps open, stands in for it, and its standard error for the detectable difference."""
+    diff, low, high, se = two_level_bootstrap(grid, seed=seed)
+    if high - low == 0:
+        flat = [d for row in grid for d in row]
+        baseline = [d < 0 for d in flat]
+        other = [d > 0 for d in flat]
+        _, low, high = paired_difference(baseline, other)
+        se = (high - low) / (2 * Z_95)
+    return {"difference": diff, "ci_low": low, "ci_high": high, "detectable": detectable_difference(se)}

@@ -56,6 +56,7 @@ from firsthand.prompts import (
     reflection_prompt,
     split_conclusion,
     template_reflection,
+    unseen_names,
     world_model_completion,
     world_model_prompt,
 )
@@ -208,21 +209,35 @@ def _record(prompt: str, completion: str, kind: str, key: tuple[str, int]) -> di
 
 
 def sr_records(
-    trajectories: list[Trajectory], branches: list[Branch], config: BuildConfig, counters: dict[str, int]
+    trajectories: list[Trajectory],
+    branches: list[Branch],
+    config: BuildConfig,
+    counters: dict[str, int],
+    dropped: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
-    """SR's records with template reflections."""
+    """SR's records with template reflections (any the filters drop go to `dropped`, with their reasons)."""
     records = []
-    for key, t, history, expert, chosen in _reflection_states(trajectories, branches, config, counters):
+    for key, t, history, _, chosen in _reflection_states(trajectories, branches, config, counters):
         step = t.steps[key[1]]
-        reflection = template_reflection(
-            t.goal, step.action, expert.next_observation, [(b.action, b.next_observation) for b in chosen]
-        )
-        problems = reflection_problems(reflection, step.action)
-        for p in problems:
+        tried = [(b.action, b.next_observation) for b in chosen]
+        reflection = template_reflection(t.goal, step.action, tried)
+        problems = reflection_problems(reflection, step.action, quoted=[o for _, o in tried])
+        for p in problems:  # none on any built-in environment (tests/test_real_envs.py); kept as a guard
             counters[f"sr_filtered_{p}"] += 1
         if problems:
+            dropped.append(
+                {
+                    "trajectory_id": key[0],
+                    "step_index": key[1],
+                    "action": step.action,
+                    "text": reflection,
+                    "problems": problems,
+                }
+            )
             continue
         prompt = policy_prompt(t.goal, history, step.observation, step.valid_actions, config.prompt)
+        visible = [prompt, step.action, *(f"{a} {o}" for a, o in tried)]
+        counters["sr_unseen_names"] += bool(unseen_names(reflection, visible))
         records.append(_record(prompt, reflection_completion(reflection, step.action), "reflection", key))
     return records
 
@@ -387,7 +402,7 @@ def build(
     elif method == "iwm":
         records = iwm_records(trajectories, branches, config)
     elif not written:
-        records = sr_records(trajectories, branches, config, counters)
+        records = sr_records(trajectories, branches, config, counters, dropped)
     else:
         from firsthand.generation import open_backend
 
@@ -412,17 +427,24 @@ def build(
         texts, figures = write_texts(requests, open_writer, config, out, progress)
         records, dropped = written_records(method, requests, texts, counters)
     if not records and dropped:  # the texts stay in written.partial.jsonl: nothing is written again
+        out.mkdir(parents=True, exist_ok=True)
         write_jsonl_atomic(out / DROPPED, dropped)
         reasons = ", ".join(f"{k.split('_filtered_')[1]} {v}" for k, v in sorted(counters.items()) if "_filtered_" in k)
+        writer = "texts the model wrote" if written else "template reflections"
+        fix = "write them with a stronger model (--reflector)" if written else "see docs/adapters.md on observations"
         raise AllDropped(
             f"no {method} records could be built from {str(branches_dir)!r}: the filters dropped all {len(dropped)} "
-            f"texts the model wrote ({reasons}); read them with `firsthand samples {out} --dropped`, and write "
-            f"them with a stronger model (--reflector)"
+            f"{writer} ({reasons}); read them with `firsthand samples {out} --dropped`, and {fix}"
         )
     if not records:
-        raise InvalidInputError(f"no {method} records could be built from {str(branches_dir)!r}")
+        skipped = counters.get(f"{method}_skipped_no_alternatives", 0)
+        why = f": {skipped} expert states had no executed alternative (branch with --k 1 or more)" if skipped else ""
+        raise InvalidInputError(f"no {method} records could be built from {str(branches_dir)!r}{why}")
     write_records(out, method, records)
     files = ["data.jsonl", "data.parquet", CHAT_FILES[method]]
+    if dropped and not written:
+        write_jsonl_atomic(out / DROPPED, dropped)
+        files.append(DROPPED)
     if written:
         write_jsonl_atomic(out / DROPPED, dropped)
         files.append(DROPPED)

@@ -109,8 +109,19 @@ def _check_arguments(episodes: int, source: Path | None) -> None:
     """`collect`'s own arguments, checked before anything is read or written."""
     if episodes < 0:
         raise InvalidInputError(f"--episodes must be at least 0 (0 with --from reads every line), got {episodes!r}")
-    if source is not None and not Path(source).is_file():
-        raise InvalidInputError(f"demonstration file {str(source)!r} does not exist")
+    if source is not None:
+        if Path(source).is_dir():
+            raise InvalidInputError(
+                f"--from {str(source)!r} is a directory; give the JSONL file of demonstrations (one per line)"
+            )
+        if not Path(source).is_file():
+            raise InvalidInputError(f"demonstration file {str(source)!r} does not exist")
+        with open(source, encoding="utf-8", errors="replace") as f:
+            if not any(line.strip() for line in f):
+                raise InvalidInputError(
+                    f"demonstration file {str(source)!r} holds no demonstrations; write one JSON object per line, "
+                    f'such as {{"task": "train-12", "actions": ["go to shelf 1"]}} (docs/records.md)'
+                )
     if source is None and episodes == 0:
         raise InvalidInputError("--episodes must be at least 1 when running the expert")
 

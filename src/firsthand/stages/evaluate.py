@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from firsthand.artifacts import MODEL_PROMPT, read_model_prompt, trained_method, write_json_atomic
-from firsthand.contract import RATIONALES, FirsthandError, InvalidInputError, normalize
+from firsthand.contract import RATIONALES, FirsthandError, InvalidInputError, UnknownNameError, normalize
 from firsthand.episodes import EpisodeResult, LiveEpisode, run_episodes  # noqa: F401 (the stage's API)
 from firsthand.generation import BackendAgent, default_backend, open_backend
-from firsthand.inference import Agent, AgentInput, ModelAgent, RandomAgent
+from firsthand.inference import DECISIONS, Agent, AgentInput, ModelAgent, RandomAgent, ScoringAgent
 from firsthand.models import check_model_folder
 from firsthand.progress import Progress, no_progress
 from firsthand.prompts import PromptConfig, parse_action, policy_prompt
@@ -45,29 +45,56 @@ def episode_records(results: Sequence[EpisodeResult]) -> list[dict[str, Any]]:
     return [asdict(r) for r in results]
 
 
+ACTION_TOKENS = 24
+"""Generation budget per step of a model that answers with its action (`run`'s and `eval`'s default)."""
+THOUGHT_TOKENS = 200
+"""Generation budget per step of a model trained to think before it acts (SR, STaR)."""
+
+
 def make_agent(
     model: Path | str | None,
     *,
     name: str | None = None,
-    max_new_tokens: int = 48,
+    max_new_tokens: int | None = None,
     response_prefix: str = "",
     seed: int = 0,
     backend: str = "hf",
     base_url: str | None = None,
+    decision: str = "generate",
+    temperature: float = 0.0,
 ) -> Agent:
     """The random agent (`model` None or "random"), or a model's greedy policy: a folder generating with
-    Hugging Face in this process (`backend` hf), with vLLM, or a model an OpenAI-compatible server serves."""
+    Hugging Face in this process (`backend` hf), with vLLM, or a model an OpenAI-compatible server serves.
+    `max_new_tokens` None: `THOUGHT_TOKENS` for a model trained to think, else `ACTION_TOKENS`. `decision`
+    score: pick the valid action the model finds likeliest (`inference.ScoringAgent`, hf only). `temperature`
+    above 0 samples (the paper evaluates at 0.4), seeded by `seed`."""
+    if decision not in DECISIONS:
+        raise UnknownNameError(f"unknown decision {decision!r}; valid: {', '.join(DECISIONS)}")
+    if temperature < 0:
+        raise InvalidInputError(f"--temperature must be at least 0 (0: greedy), got {temperature!r}")
     if model is None or str(model) == "random":
         return RandomAgent(seed)
+    if max_new_tokens is None:
+        local = base_url is None or Path(model).is_dir()
+        max_new_tokens = THOUGHT_TOKENS if local and thinks(model) else ACTION_TOKENS
     chosen = "openai" if base_url is not None else default_backend() if backend == "auto" else backend
     if chosen != "hf":
-        if response_prefix:
-            raise InvalidInputError("--response-prefix is for the hf backend only (other backends take no prefix)")
+        if response_prefix or decision != "generate" or temperature:
+            raise InvalidInputError("--response-prefix, --decision score and --temperature are for the hf backend only")
         writer = open_backend(str(model), backend=chosen, base_url=base_url)
         return BackendAgent(writer, name=name or str(model), max_new_tokens=max_new_tokens)
-    return ModelAgent.from_path(
-        Path(model), name=name or str(model), max_new_tokens=max_new_tokens, response_prefix=response_prefix
+    if temperature:
+        import torch
+
+        torch.manual_seed(seed)  # sampled replies are reproducible by seed
+    agent = ModelAgent.from_path(
+        Path(model),
+        name=name or str(model),
+        max_new_tokens=max_new_tokens,
+        response_prefix=response_prefix,
+        temperature=temperature,
     )
+    return ScoringAgent(agent, thinks=thinks(model)) if decision == "score" else agent
 
 
 def check_arguments(episodes: int, out: Path) -> None:

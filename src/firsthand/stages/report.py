@@ -15,7 +15,7 @@ from typing import Any
 from firsthand.artifacts import package_versions, write_json_atomic
 from firsthand.contract import FirsthandError
 from firsthand.registry import make
-from firsthand.stats import paired_difference, wilson_interval
+from firsthand.stats import paired_comparison, two_level_bootstrap, wilson_interval
 
 log = logging.getLogger(__name__)
 
@@ -54,21 +54,54 @@ def ordered(labels: Any) -> list[str]:
     return sorted(labels, key=key)
 
 
-def pool(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per method and split: success pooled over seeds (episodes added up) with its Wilson interval."""
+Wins = Callable[[str, int, str], "dict[str, bool] | None"]
+"""(method, seed, split) -> whether each task's episode was won; None where it was not evaluated."""
+
+
+def episode_wins(out: Path) -> Wins:
+    """The per-episode outcomes of a run's evaluation files under `out`/eval, each file read once."""
+
+    @functools.cache
+    def wins(method: str, seed: int, split: str) -> dict[str, bool] | None:
+        path = Path(out) / "eval" / f"{method}-seed{seed}-{split}.json"
+        if not path.exists():
+            return None
+        return {e["task"]: bool(e["won"]) for e in json.loads(path.read_text())["episodes"]}
+
+    return wins
+
+
+def _grid(per_seed: dict[int, dict[str, float]]) -> list[list[float]] | None:
+    """Seeds x tasks values over the tasks every seed has; None when they share none."""
+    common = sorted(set.intersection(*(set(v) for v in per_seed.values()))) if per_seed else []
+    return [[per_seed[s][t] for t in common] for s in sorted(per_seed)] if common else None
+
+
+def pool(rows: list[dict[str, Any]], wins: Wins | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per method and split: success over seeds with its 95% interval, which resamples seeds and tasks together
+    (`stats.two_level_bootstrap`) where the episodes can be read (`wins`), else a Wilson interval over the
+    episodes added up."""
     grouped: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         grouped[(r["method"], r["split"])].append(r)
     pooled: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for (method, split), group in grouped.items():
-        wins = sum(r["wins"] for r in group)
+        won = sum(r["wins"] for r in group)
         n = sum(r["episodes"] for r in group)
-        low, high = wilson_interval(wins, n)
+        low, high = wilson_interval(won, n)
+        interval = "wilson"
+        episodes = {r["seed"]: wins(method, r["seed"], split) for r in group} if wins else {}
+        if episodes and all(e for e in episodes.values()):
+            grid = _grid({seed: {t: float(w) for t, w in e.items()} for seed, e in episodes.items() if e})
+            if grid is not None:
+                _, low, high, _ = two_level_bootstrap(grid)
+                interval = "seeds_and_tasks"
         steps = sum(r["mean_steps"] * r["episodes"] for r in group)
         pooled[method][split] = {
-            "success": wins / n if n else 0.0,
+            "success": won / n if n else 0.0,
             "ci_low": low,
             "ci_high": high,
+            "interval": interval,
             "episodes": n,
             "mean_steps": steps / n if n else 0.0,
             "invalid_rate": sum(r["invalid_rate"] * r["mean_steps"] * r["episodes"] for r in group) / steps
@@ -86,23 +119,19 @@ def pool(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def versus_il(
-    out: Path, rows: list[dict[str, Any]], baseline_method: str | Callable[[str], str] = "il"
+    out: Path,
+    rows: list[dict[str, Any]],
+    baseline_method: str | Callable[[str], str] = "il",
+    wins: Wins | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Per method and split: success minus `baseline_method`'s (IL, or IL of equal compute; or, given a
     function, the label it returns for each method: a model before RL), paired over the same episodes (same
-    seed, same tasks).
+    seed, same tasks), with a 95% interval that resamples seeds and tasks together and the difference the
+    comparison could detect at 80% power (`stats.paired_comparison`).
 
-    Read from the evaluation files under `out`/eval; pairs of all seeds are pooled.
-    """
-
-    @functools.cache  # IL's file serves every other method of the same seed and split: read it once
-    def wins(method: str, seed: int, split: str) -> dict[str, bool] | None:
-        path = Path(out) / "eval" / f"{method}-seed{seed}-{split}.json"
-        if not path.exists():
-            return None
-        return {e["task"]: bool(e["won"]) for e in json.loads(path.read_text())["episodes"]}
-
-    pairs: dict[tuple[str, str], tuple[list[bool], list[bool]]] = defaultdict(lambda: ([], []))
+    Read from the evaluation files under `out`/eval (or `wins`)."""
+    wins = wins or episode_wins(out)
+    pairs: dict[tuple[str, str], dict[int, dict[str, float]]] = defaultdict(dict)
     baseline_of = baseline_method if callable(baseline_method) else lambda method: baseline_method
     for r in rows:
         if r["method"] in ("il", "il-compute", "random") and not callable(baseline_method):
@@ -110,14 +139,17 @@ def versus_il(
         il, other = wins(baseline_of(r["method"]), r["seed"], r["split"]), wins(r["method"], r["seed"], r["split"])
         if il is None or other is None:
             continue
-        baseline, mine = pairs[(r["method"], r["split"])]
-        for task in sorted(set(il) & set(other)):
-            baseline.append(il[task])
-            mine.append(other[task])
+        pairs[(r["method"], r["split"])][r["seed"]] = {t: float(other[t]) - float(il[t]) for t in set(il) & set(other)}
     compared: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    for (method, split), (baseline, mine) in pairs.items():
-        diff, low, high = paired_difference(baseline, mine)
-        compared[method][split] = {"difference": diff, "ci_low": low, "ci_high": high, "episodes": len(mine)}
+    for (method, split), per_seed in pairs.items():
+        grid = _grid(per_seed)
+        if grid is None:
+            continue
+        compared[method][split] = {
+            **paired_comparison(grid),
+            "episodes": sum(map(len, grid)),
+            "seeds": len(grid),
+        }
     return dict(compared)
 
 
@@ -194,10 +226,11 @@ def comparison_markdown(
         return ""
     lines = [
         "",
-        f"Difference from {baseline} in points (95% interval, paired over the same episodes):",
+        f"Difference from {baseline} in points (paired over the same episodes; 95% interval resampling seeds and "
+        f"tasks; detectable: the difference this comparison finds with 80% power at its seeds and episodes):",
         "",
-        "| method | " + " | ".join(splits) + " |",
-        "|---|" + "---|" * len(splits),
+        "| method | " + " | ".join(splits) + " | " + " | ".join(f"detectable ({s})" for s in splits) + " |",
+        "|---|" + "---|" * (2 * len(splits)),
     ]
     for m in methods:
         cells = _cells(
@@ -205,7 +238,8 @@ def comparison_markdown(
             splits,
             lambda c: f"{_signed(c['difference'])} ({_signed(c['ci_low'])} to {_signed(c['ci_high'])})",
         )
-        lines.append(f"| {method_name(m)} | " + " | ".join(cells) + " |")
+        detectable = _cells(compared[m], splits, lambda c: f"{100 * c['detectable']:.1f}" if "detectable" in c else "-")
+        lines.append(f"| {method_name(m)} | " + " | ".join(cells + detectable) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -236,7 +270,12 @@ def seeds_markdown(pooled: dict[str, dict[str, dict[str, Any]]], splits: tuple[s
 
 def markdown(pooled: dict[str, dict[str, dict[str, Any]]], splits: tuple[str, ...], title: str) -> str:
     methods = ordered(pooled)
-    lines = [f"# {title}", "", "Success rate % (95% Wilson interval), pooled over seeds.", ""]
+    lines = [
+        f"# {title}",
+        "",
+        "Success rate % over seeds (95% interval resampling seeds and tasks together; n = episodes of all seeds).",
+        "",
+    ]
     lines.append(
         "| method | "
         + " | ".join(splits)
@@ -287,7 +326,7 @@ def plot(pooled: dict[str, dict[str, dict[str, Any]]], splits: tuple[str, ...], 
     ax.set_ylabel("success rate (%)")
     ax.set_ylim(0, 100)
     several = any(len(c["seeds"]) > 1 for m in methods for c in pooled[m].values())
-    ax.set_title(title + ("\nbars: pooled, 95% Wilson interval; dots: each seed" if several else ""), fontsize=9)
+    ax.set_title(title + ("\nbars: 95% interval over seeds and tasks; dots: each seed" if several else ""), fontsize=9)
     ax.legend(frameon=False, fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -421,11 +460,12 @@ def write_report(
     """results.json, results.md and the plots of a run; `not_trained`: methods left out, with the reason."""
     rl_rows = [r for r in rows if "@" in r["method"]]
     rows = [r for r in rows if "@" not in r["method"]]
-    after = pool(rl_rows)
-    gains = versus_il(out, rl_rows, lambda label: label.partition("@")[0])
-    pooled = pool(rows)
-    compared = versus_il(out, rows)
-    compute = versus_il(out, rows, "il-compute") if "il-compute" in pooled else {}
+    wins = episode_wins(out)
+    after = pool(rl_rows, wins)
+    gains = versus_il(out, rl_rows, lambda label: label.partition("@")[0], wins)
+    pooled = pool(rows, wins)
+    compared = versus_il(out, rows, wins=wins)
+    compute = versus_il(out, rows, "il-compute", wins) if "il-compute" in pooled else {}
     lost = failures(out, rows, preset.env)
     title = f"{preset.env}: {preset.model}, {preset.train_episodes} expert trajectories, k={preset.k}"
     results = {

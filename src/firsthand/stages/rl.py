@@ -53,7 +53,11 @@ from firsthand.registry import opened
 log = logging.getLogger(__name__)
 
 STATS = "iterations.jsonl"
+TIMINGS = "timings.jsonl"
+"""Wall-clock figures per iteration, apart from `STATS` so the content hash (which leaves them out) verifies a
+resumed run against an uninterrupted one."""
 CHECKPOINT = "checkpoint"
+TIMING_FIELDS = ("rollout_seconds", "update_seconds", "rollout_tokens_per_second", "update_tokens_per_second")
 
 
 @dataclass
@@ -97,11 +101,13 @@ class RLConfig:
     rollout_batch_size: int = 64
     """Episodes stepped together in rollouts (one generate call)."""
     grad_clip: float = 1.0
+    """Largest gradient norm of an optimizer step (clipped above it)."""
     skip_zero_advantage: bool = True
     """Leave out of the update the samples whose advantage is 0 (every sample of a group whose rollouts all got
     the same reward): they carry no policy gradient, only the KL term, and on a weak starting policy they are
     most of the samples (docs/rl.md measures the time saved)."""
     seed: int = 0
+    """Seed of the tasks drawn each iteration and of the rollouts' sampling."""
 
     def validate(self) -> None:
         if self.algo not in ALGORITHMS:
@@ -305,6 +311,8 @@ def rl(
     per-iteration statistics and the manifest; resume from out/checkpoint. Returns the manifest."""
     config.validate()
     out = Path(out)
+    with opened(env, "train") as listing:  # a bad name or argument fails here, before anything is loaded or written
+        pool = listing.tasks(config.task_pool)
     check_model_folder(model_path)
     prompt = prompt or read_model_prompt(Path(model_path))
     if prompt is None:
@@ -345,8 +353,6 @@ def rl(
         temperature=config.temperature,
         response_prefix=response_prefix,
     )
-    with opened(env, "train") as listing:
-        pool = listing.tasks(config.task_pool)
     pad_id = tokenizer.pad_token_id
     with progress(f"rl {config.algo} seed {config.seed}", config.iterations) as advance:
         if start:
@@ -381,7 +387,7 @@ def rl(
         count=config.iterations,
         config=stage_config,
         files=["config.json", STATS, *(f"model/{f.name}" for f in sorted(final.iterdir()) if f.is_file())],
-        extra={"model": "model", "final": history[-1] if history else {}},
+        extra={"model": "model", "final": history[-1] if history else {}, "timings": TIMINGS},
         packages=("torch", "transformers"),
     )
 
@@ -458,7 +464,12 @@ def _save_checkpoint(out: Path, model: Any, tokenizer: Any, optimizer: Any, hist
     tokenizer.save_pretrained(tmp / "model")
     torch.save({"optimizer": optimizer.state_dict(), "iterations": len(history)}, tmp / "state.pt")
     with open(tmp / STATS, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(s) + "\n" for s in history)
+        f.writelines(json.dumps({k: v for k, v in s.items() if k not in TIMING_FIELDS}) + "\n" for s in history)
+    with open(tmp / TIMINGS, "w", encoding="utf-8") as f:
+        f.writelines(
+            json.dumps({"iteration": s["iteration"], **{k: s[k] for k in TIMING_FIELDS if k in s}}) + "\n"
+            for s in history
+        )
     old = out / (CHECKPOINT + ".old")
     if (out / CHECKPOINT).exists():
         (out / CHECKPOINT).rename(old)
@@ -466,6 +477,7 @@ def _save_checkpoint(out: Path, model: Any, tokenizer: Any, optimizer: Any, hist
     if old.exists():
         shutil.rmtree(old)
     shutil.copyfile(out / CHECKPOINT / STATS, out / STATS)
+    shutil.copyfile(out / CHECKPOINT / TIMINGS, out / TIMINGS)
 
 
 def _resume(out: Path, model: Any, optimizer: Any) -> tuple[int, list[dict[str, Any]]]:
@@ -484,5 +496,8 @@ def _resume(out: Path, model: Any, optimizer: Any) -> tuple[int, list[dict[str, 
     state = torch.load(checkpoint / "state.pt", weights_only=True, map_location="cpu")
     optimizer.load_state_dict(state["optimizer"])
     history = list(read_jsonl(checkpoint / STATS))
+    if (checkpoint / TIMINGS).is_file():  # the figures of the iterations before the interruption
+        timings = {t["iteration"]: t for t in read_jsonl(checkpoint / TIMINGS)}
+        history = [{**h, **timings.get(h["iteration"], {})} for h in history]
     log.info("resuming RL from iteration %d", state["iterations"])
     return state["iterations"], history

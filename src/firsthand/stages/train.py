@@ -43,6 +43,7 @@ from firsthand.contract import RATIONALES, InvalidInputError, UnknownNameError
 from firsthand.device import distributed, fast_bf16, world_size
 from firsthand.models import load, require_training_stack
 from firsthand.progress import Progress, no_progress
+from firsthand.prompts import with_placeholder_thought
 from firsthand.stats import BUDGET_RULES, plan_steps
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,10 @@ class TrainConfig:
     epochs over the mixed set)."""
     steps: int | None = None
     """Train IL for exactly this many optimizer steps instead of its epochs (the compute control)."""
+    placeholder_thought: bool = True
+    """In SR's and STaR's mixed set, expert records begin with a placeholder thought, as reflections begin with
+    theirs (`prompts.PLACEHOLDER_THOUGHT`, the authors' ALFWorld release), so an SR model thinks before it
+    acts at evaluation."""
 
     def validate(self) -> None:
         if self.budget not in BUDGET_RULES:
@@ -382,13 +387,7 @@ def _train_stages(
             model, tokenizer = _prepare(*load(stage_dir / "model", for_training=True), config)
             summaries.append(json.loads((stage_dir / "stage.json").read_text()))
             continue
-        if kind == "expert":
-            examples = records["il"]
-        elif kind == "iwm":
-            examples = rng.sample(records["iwm"], min(len(records["iwm"]), steps * config.batch_size))
-        else:
-            examples = records[kind.split("+")[0]] + records["il"]  # sr+expert, star+expert
-            rng.shuffle(examples)
+        examples = stage_examples(kind, steps, records, config, rng)
         summary = {"data": kind, **_sft_stage(model, tokenizer, examples, steps, stage_dir, config, on_step)}
         if main:
             _save(model, tokenizer, stage_dir / "model", config)
@@ -398,6 +397,24 @@ def _train_stages(
         sync()
         summaries.append(summary)
     return stage_dir, summaries
+
+
+def stage_examples(
+    kind: str, steps: int, records: dict[str, list[dict[str, Any]]], config: TrainConfig, rng: random.Random
+) -> list[dict[str, Any]]:
+    """The records a stage trains on: the expert data; one epoch (at most `steps` batches) of the IWM data; or
+    the reflections (rationales) mixed with the expert data, whose records then begin with a placeholder
+    thought (`TrainConfig.placeholder_thought`), shuffled."""
+    if kind == "expert":
+        return records["il"]
+    if kind == "iwm":
+        return rng.sample(records["iwm"], min(len(records["iwm"]), steps * config.batch_size))
+    expert = records["il"]
+    if config.placeholder_thought:
+        expert = [{**r, "completion": with_placeholder_thought(r["completion"])} for r in expert]
+    examples = records[kind.split("+")[0]] + expert  # sr+expert, star+expert
+    rng.shuffle(examples)
+    return examples
 
 
 def _prepare(model: Any, tokenizer: Any, config: TrainConfig) -> tuple[Any, Any]:

@@ -9,7 +9,17 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from firsthand.contract import SPLITS, Env, InvalidInputError, NoExpertError
-from firsthand.envs.household.world import APPLIANCE, LAMP, SPLIT_SIZE, TRANSFORM, Task, generate, kind_of
+from firsthand.envs.household.world import (
+    APPLIANCE,
+    LAMP,
+    SPLIT_SIZE,
+    STANDARD,
+    TRANSFORM,
+    Difficulty,
+    Task,
+    generate,
+    kind_of,
+)
 
 NOTHING = "Nothing happens."
 _PUT = re.compile(r"^put (.+?) (?:in/on|in|on) (.+)$")
@@ -106,9 +116,26 @@ class HouseholdEnv(Env):
 
     name: ClassVar[str] = "household"
     snapshot_native: ClassVar[bool] = True
+    default_max_steps: ClassVar[int] = 20
+    """Twice the expert's longest plan (10 steps): what `run` and `eval` play to."""
 
-    def __init__(self, split: str = "train", *, max_steps: int | None = None) -> None:
+    def __init__(
+        self,
+        split: str = "train",
+        *,
+        max_steps: int | None = None,
+        receptacles: float = STANDARD.receptacles,
+        habit: float = STANDARD.habit,
+    ) -> None:
+        """`receptacles` and `habit`: the world's difficulty (`world.Difficulty`), e.g.
+        ``--env household:receptacles=2:habit=0.5`` for a harder out-of-domain split."""
         super().__init__(split, max_steps=max_steps)
+        try:
+            self.difficulty = Difficulty(receptacles=float(receptacles), habit=float(habit))
+        except (TypeError, ValueError) as e:
+            raise InvalidInputError(
+                f"environment household: {e} (for example --env household:receptacles=2:habit=0.5)"
+            ) from None
         self._task: Task | None = None
         self._state: _State | None = None
 
@@ -124,7 +151,7 @@ class HouseholdEnv(Env):
             raise InvalidInputError(
                 f"unknown household task {task!r}; task identifiers look like 'train-12' (split-index), see env.tasks()"
             )
-        return generate(split, int(index))
+        return generate(split, int(index), self.difficulty)
 
     # -- the episode ----------------------------------------------------------------------------
     def _reset(self, task: str, seed: int | None) -> tuple[str, dict[str, Any]]:
@@ -273,7 +300,7 @@ class HouseholdEnv(Env):
         self._state = state.copy()
 
     def failure_categories(self, task: str, actions: Sequence[str]) -> list[str]:
-        return failure_categories(task, actions)
+        return failure_categories(task, actions, self.difficulty)
 
     def expert_actions(self) -> list[str]:
         """A planner with privileged knowledge of where every object is; wins every task."""
@@ -335,10 +362,12 @@ was ever held; put_not_held: tried to put down an object it did not hold; repeat
 or more `go to` the place it already stood at. An episode may fall in several; "other" when in none."""
 
 
-def failure_categories(task: str, actions: Sequence[str]) -> list[str]:
+def failure_categories(task: str, actions: Sequence[str], difficulty: Difficulty = STANDARD) -> list[str]:
     """The categories of a lost episode of `task` that took `actions` (see `CATEGORIES`)."""
     split = task.rpartition("-")[0]
-    env = HouseholdEnv(split, max_steps=max(1, len(actions)))
+    env = HouseholdEnv(
+        split, max_steps=max(1, len(actions)), receptacles=difficulty.receptacles, habit=difficulty.habit
+    )
     observation, _ = env.reset(task)
     goal_kind = env._require_task().obj_kind
     pick_two = env._require_task().task_type == "pick_two_obj_and_place"

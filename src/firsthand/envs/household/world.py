@@ -190,6 +190,35 @@ expert, which knows where things are, can mostly be imitated; the rest of the ti
 elsewhere and the agent has to search, which no demonstration shows."""
 LAMP = "desklamp"
 
+
+@dataclass(frozen=True)
+class Difficulty:
+    """How hard a household world is: the adapter's arguments (`household:receptacles=2:habit=0.5`), so a
+    harder split is named on the command line and recorded in every manifest with the environment's name.
+    The defaults generate the worlds every earlier result was measured on."""
+
+    receptacles: float = 1.0
+    """Scale of the count of every receptacle kind a room can hold several of (cabinets, drawers, shelves):
+    2.0 doubles them, so there are more places to search; kinds a room has one of (a fridge) stay one."""
+    habit: float = HABIT
+    """How strongly objects keep to their usual places (`HABIT`): 0.1 puts them at the likeliest spot most
+    of the time, 1.0 anywhere their kind can be, so where to look is no longer learnable from demonstrations."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.receptacles <= 4:
+            raise ValueError(f"receptacles must be above 0 and at most 4, got {self.receptacles!r}")
+        if not 0 < self.habit <= 1:
+            raise ValueError(f"habit must be above 0 and at most 1, got {self.habit!r}")
+
+    def counts(self, lo: int, hi: int) -> tuple[int, int]:
+        """A receptacle kind's (min, max) count in a room at this scale."""
+        if hi <= 1 or self.receptacles == 1.0:
+            return lo, hi
+        return round(lo * self.receptacles), max(1, round(hi * self.receptacles))
+
+
+STANDARD = Difficulty()
+
 GOAL_TEMPLATES: dict[str, tuple[str, ...]] = {
     "pick_and_place": ("put a {o} in {r}.", "put some {o} on {r}."),
     "look_at_obj_in_light": ("look at {o} under the desklamp.", "examine the {o} with the desklamp."),
@@ -255,8 +284,8 @@ def _candidates(room: str, task_type: str, present: set[str], split: str) -> lis
 
 
 @functools.lru_cache(maxsize=4096)
-def generate(split: str, index: int) -> Task:
-    """Generate task `index` of `split` deterministically."""
+def generate(split: str, index: int, difficulty: Difficulty = STANDARD) -> Task:
+    """Generate task `index` of `split` deterministically (for a `difficulty`)."""
     rng = random.Random(SPLIT_SEED_BASE[split] + index)
     task_type = TASK_TYPES[index % len(TASK_TYPES)] if split != "train" else rng.choice(TASK_TYPES)
     for _ in range(1000):
@@ -264,7 +293,7 @@ def generate(split: str, index: int) -> Task:
         receptacles: list[str] = []
         openable: set[str] = set()
         for kind, (opens, (lo, hi)) in ROOMS[room].items():
-            count = rng.randint(lo, hi)
+            count = rng.randint(*difficulty.counts(lo, hi))
             if task_type == "look_at_obj_in_light" and kind in LAMP_SPOTS and count == 0:
                 count = 1
             for i in range(1, count + 1):
@@ -298,12 +327,12 @@ def generate(split: str, index: int) -> Task:
     kinds = [k for k in OBJECTS[room][obj_kind].spots if k in by_kind and k != destination]
     needed = 2 if task_type == "pick_two_obj_and_place" else 1
     for _ in range(needed + rng.randint(0, 1)):
-        kind = rng.choices(kinds, weights=[HABIT**i for i in range(len(kinds))])[0]
+        kind = rng.choices(kinds, weights=[difficulty.habit**i for i in range(len(kinds))])[0]
         instances = by_kind[kind]
-        place(obj_kind, [rng.choices(instances, weights=[HABIT**i for i in range(len(instances))])[0]])
+        place(obj_kind, [rng.choices(instances, weights=[difficulty.habit**i for i in range(len(instances))])[0]])
     if task_type == "look_at_obj_in_light" or (room in ("livingroom", "bedroom") and rng.random() < 0.5):
         lamp_spots = [r for k in LAMP_SPOTS for r in by_kind.get(k, [])]
-        lamp = rng.choices(lamp_spots, weights=[HABIT**i for i in range(len(lamp_spots))])[0]
+        lamp = rng.choices(lamp_spots, weights=[difficulty.habit**i for i in range(len(lamp_spots))])[0]
         place(LAMP, [lamp])
     # Distractors: other objects of the room at their usual spots.
     others = [o for o in OBJECTS[room] if o != obj_kind]
