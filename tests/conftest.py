@@ -6,6 +6,33 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest  # noqa: E402
 
+SLOW_FILES = {
+    # whole files whose every test trains, runs a command end to end, or starts a JVM or a process
+    "test_pipeline.py": (),
+    "test_real_envs.py": (),
+    "test_rl.py": (),
+    "test_scienceworld.py": (),
+    "test_textworld_cooking.py": (),
+    "test_textworld_express.py": (),
+    "test_tau_retail.py": (),
+    "test_bfcl.py": (),
+    "test_jvm.py": (),
+    "test_sweep.py": (),
+    "test_generation.py": ("server",),
+    "test_ray.py": ("ray",),
+    "test_html.py": ("browser",),
+}
+"""Test files of the slow tier (with their other markers); single slow tests elsewhere carry `pytest.mark.slow`."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        extra = SLOW_FILES.get(item.path.name)
+        if extra is not None:
+            item.add_marker(pytest.mark.slow)
+            for name in extra:
+                item.add_marker(getattr(pytest.mark, name))
+
 
 @pytest.fixture(scope="session")
 def household_il(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -25,7 +52,7 @@ def household_il(tmp_path_factory: pytest.TempPathFactory) -> Path:
     branch(root / "experts", root / "branches", BranchConfig(k=1))
     build("il", root / "branches", root / "il", BuildConfig(prompt=PromptConfig(history=2, show_valid_actions=False)))
     texts = (r["prompt"] + r["completion"] for r in load_records(root / "il"))
-    base = create_tiny(texts, root / "base", TinyConfig(hidden_size=128, intermediate_size=344, layers=2, copy_steps=0))
+    base = create_tiny(texts, root / "base", TinyConfig(hidden_size=128, intermediate_size=344, layers=2))
     manifest = train(
         "il", {"il": root / "il"}, base, root / "run", TrainConfig(epochs=30, batch_size=8, learning_rate=3e-3)
     )

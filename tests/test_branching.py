@@ -231,3 +231,33 @@ def test_finished_branching_is_refused_with_another_k_and_reused_after_a_move(tm
     moved = tmp_path / "moved"
     root.rename(moved)  # paths in configs are relative to the stage: the moved run is still the same run
     assert branch(moved / "e", moved / "b", BranchConfig(k=2)) == first
+
+
+def test_the_policy_proposer_renders_the_prompts_its_model_was_trained_on(tmp_path: Path) -> None:
+    """A model folder's firsthand_prompt.json decides the proposer's prompts, not the default settings."""
+    from dataclasses import asdict
+
+    from firsthand.artifacts import write_model_prompt
+    from firsthand.inference import ProposalContext
+    from firsthand.models import TinyConfig, create_tiny
+    from firsthand.prompts import PromptConfig
+    from firsthand.stages.branch import _load_sampler
+
+    folder = create_tiny(["Goal: a\nAction: look"], tmp_path / "m", TinyConfig(layers=1, hidden_size=64, heads=2))
+    planted = PromptConfig(history=0, show_valid_actions=False, restate_goal=False)
+    write_model_prompt(folder, asdict(planted))
+    sampler = _load_sampler(str(folder))
+    seen: list = []
+    generate = sampler.backend.generate
+    sampler.backend.generate = lambda prompts, sampling, **kw: seen.extend(prompts) or generate(prompts, sampling)
+    context = ProposalContext(
+        goal="put a mug in desk.",
+        history=[("You arrive.", "go to desk 1")],
+        observation="A desk.",
+        valid_actions=["look", "inventory"],
+        expert_action="look",
+    )
+    sampler.sample_actions([context], 2)
+    assert sampler.prompt == planted
+    text = seen[0] if isinstance(seen[0], str) else seen[0][-1]["content"]
+    assert "Valid actions:" not in text and "Recent steps:" not in text and text.endswith("What do you do next?")

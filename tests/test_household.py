@@ -168,3 +168,22 @@ def test_difficulty_is_an_adapter_argument() -> None:
             assert replay(env, task, env.expert_actions()).steps
     with pytest.raises(InvalidInputError, match="habit must be above 0 and at most 1"):
         make("household:habit=0", "train")
+
+
+def test_novel_objects_are_goals_of_their_own_split_only() -> None:
+    """With novel_objects, the novel kinds are never a training goal (no expert target names them) but lie in
+    training worlds (observations name them); novel_test makes them its goals, and its expert wins."""
+    from firsthand.envs.household.world import novel_goal
+
+    train = make("household:novel_objects=true", "train")
+    goals = {train._parse_task(t).obj_kind for t in train.tasks(1500)}
+    assert goals and not any(novel_goal(k) for k in goals)
+    placed = {o.rsplit(" ", 1)[0] for t in train.tasks(200) for o, _ in train._parse_task(t).placement}
+    assert {k for k in placed if novel_goal(k)}  # seen in training worlds, as distractors
+    novel = make("household:novel_objects=true", "novel_test")
+    for task in novel.tasks(24):
+        assert novel_goal(novel._parse_task(task).obj_kind)
+        novel.reset(task)
+        assert replay(novel, task, novel.expert_actions()).steps
+    with pytest.raises(InvalidInputError, match="household:novel_objects=true"):
+        make("household", "novel_test")

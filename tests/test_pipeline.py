@@ -1,4 +1,5 @@
-"""The main job's comparison: both budget rules, the compute control and IWM+SR, on the smoke preset."""
+"""The main job's comparison: IL's budget chosen on validation (auto), the other rules beside it, each method's
+compute control, IWM+SR and both decision modes, on the smoke preset."""
 
 from __future__ import annotations
 
@@ -17,42 +18,63 @@ from firsthand.stats import steps_per_epoch
 def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("run")
     preset = get_preset(
-        "smoke", methods=("il", "iwm", "sr", "iwm+sr"), budgets=("matched", "paper"), compute_control=True, jobs=2
+        "smoke",
+        methods=("il", "iwm", "sr", "iwm+sr"),
+        budgets=("auto", "matched", "paper"),
+        compute_control=True,
+        jobs=2,
     )  # two processes side by side: the CLI's smoke test covers one
     return out, run(preset, out)
 
 
-def test_every_method_under_both_rules_and_the_compute_control(results: tuple[Path, dict]) -> None:
+def test_every_method_from_il_validated_budget_and_its_compute_control(results: tuple[Path, dict]) -> None:
     out, res = results
-    labels = set(res["results"])
-    assert labels == {"random", "il", "il-compute", "iwm", "iwm-paper", "sr", "sr-paper", "iwm+sr", "iwm+sr-paper"}
-    steps = {label: read_manifest(out / "train" / f"{label}-seed0", "train")["count"] for label in labels - {"random"}}
-    il = steps["il"]
-    assert steps["iwm"] == steps["sr"] == steps["iwm+sr"] == il  # matched: IL's budget
+    methods = {f"{m}{rule}" for m in ("iwm", "sr", "iwm+sr") for rule in ("", "-matched", "-paper")}
+    manifests = {
+        label: read_manifest(out / "train" / f"{label}-seed0", "train") for label in set(res["results"]) - {"random"}
+    }
+    steps = {label: m["count"] for label, m in manifests.items()}
+    il = manifests["il"]["stages"][0]
+    budget = il["best_step"]  # IL's budget: the step its validation chose, within what it trained
+    assert il["validation"] and budget <= il["steps"] <= il["planned_steps"]
+    assert budget == min(
+        v["step"] for v in il["validation"] if v["selection"] == max(x["selection"] for x in il["validation"])
+    )
     one_iwm_epoch = steps_per_epoch(len(load_records(out / "data" / "iwm")), 8)  # smoke: batch 8
-    assert steps["iwm-paper"] == one_iwm_epoch + il  # paper: a world-model epoch, then IL's budget
-    assert steps["sr-paper"] > il and steps["iwm+sr-paper"] == one_iwm_epoch + steps["sr-paper"]
-    assert steps["il-compute"] == max(steps.values())  # IL for as long as the longest method
-    for label in labels - {"random"}:  # every row states its steps and tokens
+    assert steps["iwm"] == one_iwm_epoch + budget  # auto: the paper's rule from the validated budget
+    assert steps["iwm-matched"] == steps["sr-matched"] == steps["iwm+sr-matched"] == budget
+    assert steps["sr"] > budget and steps["iwm+sr"] == one_iwm_epoch + steps["sr"]
+    epochs_budget = steps_per_epoch(len(load_records(out / "data" / "il")), 8)  # paper: IL's fixed epoch (smoke: 1)
+    assert steps["iwm-paper"] == one_iwm_epoch + epochs_budget
+    for label in methods:  # validated rules pick their checkpoint; paper trains its fixed budget, unvalidated
+        assert ("validation" in manifests[label]["config"]) == (not label.endswith("-paper")), label
         cell = res["results"][label]["id_test"]
-        assert cell["train_steps"] == steps[label] and cell["train_tokens"] > 0
-    assert res["results"]["iwm-paper"]["id_test"]["train_tokens"] > res["results"]["il"]["id_test"]["train_tokens"]
+        assert cell["train_steps"] == steps[label] and cell["checkpoint_step"] <= steps[label]
+        control = res["compute_of"][label]  # IL of exactly the method's steps, no validation
+        assert control == f"il-steps{steps[label]}" and steps[control] == steps[label]
+        assert "validation" not in manifests[control]["config"]
+    assert set(res["versus_il_compute"]) == set(res["versus_il"]) == methods
 
 
-def test_the_report_shows_compute_and_both_comparisons(results: tuple[Path, dict]) -> None:
+def test_the_report_shows_compute_both_comparisons_and_both_decision_modes(results: tuple[Path, dict]) -> None:
     out, res = results
     text = (out / "results.md").read_text()
-    assert "| optimizer steps | training tokens |" in text
-    assert "| IWM (paper budget) |" in text and "| IL, equal compute |" in text and "| IWM+SR |" in text
-    assert "Difference from IL in points" in text
-    assert "Difference from IL trained for as many steps as the longest method" in text
-    assert set(res["versus_il_compute"]) == set(res["results"]) - {"random", "il", "il-compute"}
+    assert "| optimizer steps | checkpoint step | training tokens |" in text
+    assert "| IWM (paper budget) |" in text and "| IWM (matched budget) |" in text and "| IWM+SR |" in text
+    assert "Difference from IL in points" in text and "detectable (id_test)" in text
+    assert "Difference from IL trained for the same optimizer steps" in text and "| IL, " in text
+    assert "the likeliest valid action" in text
+    score = res["evaluations"]["score"]
+    assert set(score["pooled"]) == set(res["results"]) and set(score["compared"]) == set(res["versus_il"])
+    for label in set(res["results"]) - {"random"}:  # scoring chooses among valid actions: never an invalid one
+        assert score["pooled"][label]["id_test"]["invalid_rate"] == 0.0
+        assert (out / "eval-score" / f"{label}-seed0-id_test.json").is_file()
     saved = json.loads((out / "results.json").read_text())
-    assert saved["config"]["budgets"] == ["matched", "paper"] and saved["config"]["compute_control"] is True
+    assert saved["config"]["budgets"] == ["auto", "matched", "paper"] and saved["config"]["compute_control"] is True
 
 
 def test_unknown_methods_and_budgets_are_refused() -> None:
-    with pytest.raises(UnknownNameError, match="valid budgets: matched, paper"):
+    with pytest.raises(UnknownNameError, match="valid budgets: auto, paper, matched"):
         get_preset("smoke", budgets=("equal",))
     with pytest.raises(UnknownNameError, match="iwm\\+sr"):
         get_preset("smoke", methods=("il", "rl"))

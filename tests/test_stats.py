@@ -51,9 +51,15 @@ def test_iwm_schedule_adds_up_to_the_budget() -> None:
         assert first + second == budget and second >= budget / 2
 
 
-def naive_plan(method: str, rule: str, expert: int, iwm: int, sr: int, batch: int, epochs: float) -> list:
-    """The budget rules spelt out case by case, as METHOD.md states them."""
-    il = math.ceil(math.ceil(expert / batch) * epochs)
+def naive_plan(
+    method: str, rule: str, expert: int, iwm: int, sr: int, batch: int, epochs: float, il_steps: int | None = None
+) -> list:
+    """The budget rules spelt out case by case, as METHOD.md states them (auto: paper's, from IL's validated
+    budget `il_steps` when there is one)."""
+    rule = "paper" if rule == "auto" else rule
+    if il_steps is not None:
+        epochs = il_steps / math.ceil(expert / batch)
+    il = il_steps if il_steps is not None else math.ceil(math.ceil(expert / batch) * epochs)
     one_iwm_epoch = math.ceil(iwm / batch)
     sr_epochs = math.ceil(math.ceil((expert + sr) / batch) * epochs)
     capped = min(one_iwm_epoch, math.floor(il / 2))
@@ -76,7 +82,12 @@ def test_plan_steps_follows_each_budget_rule(method: str, rule: str) -> None:
     for expert, iwm, sr, batch, epochs in [(1843, 16587, 1843, 4, 6), (100, 48, 90, 16, 2), (100, 900, 100, 16, 2.5)]:
         plan = plan_steps(method, rule, expert=expert, iwm=iwm, sr=sr, batch_size=batch, epochs=epochs)
         assert plan == naive_plan(method, rule, expert, iwm, sr, batch, epochs)
-    with pytest.raises(ValueError, match="matched, paper"):
+        for il_steps in (1, 37, 2718):  # a budget IL's validation chose: epochs no longer matter
+            plan = plan_steps(
+                method, rule, expert=expert, iwm=iwm, sr=sr, batch_size=batch, epochs=99, il_steps=il_steps
+            )
+            assert plan == naive_plan(method, rule, expert, iwm, sr, batch, 99, il_steps)
+    with pytest.raises(ValueError, match="auto, paper, matched"):
         plan_steps(method, "equal", expert=10, batch_size=4, epochs=1)
 
 

@@ -21,7 +21,7 @@ from firsthand.stages.train import TrainConfig, plan_budget, train
 
 
 def test_every_method_gets_il_budget() -> None:
-    config = TrainConfig(epochs=2, batch_size=16)
+    config = TrainConfig(epochs=2, batch_size=16, budget="matched")
     il = plan_budget("il", 100, 0, config)
     assert il == [("expert", 14)]
     iwm = plan_budget("iwm", 100, 900, config)
@@ -45,7 +45,7 @@ def _tiny(data: dict[str, Path], out: Path) -> Path:
 
 def test_iwm_resumes_after_its_first_stage(data: dict[str, Path], tmp_path: Path) -> None:
     base = _tiny(data, tmp_path / "base")
-    config = TrainConfig(epochs=1, batch_size=8)
+    config = TrainConfig(epochs=1, batch_size=8, budget="matched")
     first = train("iwm", data, base, tmp_path / "run", config)
     stages = first["stages"]
     assert [s["data"] for s in stages] == ["iwm", "expert"]
@@ -405,3 +405,107 @@ def test_sr_mixed_set_begins_every_record_with_a_thought() -> None:
     assert stage_examples("expert", 1, records, TrainConfig(), random.Random(0)) == records["il"]
     plain = stage_examples("sr+expert", 1, records, TrainConfig(placeholder_thought=False), random.Random(0))
     assert "Action: look" in [r["completion"] for r in plain]
+
+
+def test_validation_picks_the_best_checkpoint_and_stops_after_its_patience(
+    data: dict[str, Path], tmp_path: Path
+) -> None:
+    """IL measured on validation tasks (training tasks after the demonstrations) every 10 steps: the model it
+    ends with is the best checkpoint's (measured again, it scores what was recorded for that step), and it
+    stops after `patience` validations without a better one."""
+    from firsthand.prompts import PromptConfig
+    from firsthand.validation import validator
+
+    collect("household", "train", 3, tmp_path / "vexperts", skip=8)  # the 8 demonstrations' tasks come first
+    branch(tmp_path / "vexperts", tmp_path / "vbranches", BranchConfig(k=1))
+    build("il", tmp_path / "vbranches", tmp_path / "vil")
+    records = load_records(tmp_path / "vil")
+    demos = {r["trajectory_id"] for r in load_records(data["il"])}
+    tasks = make("household", "train").tasks(11)[8:]
+    assert not demos & {r["trajectory_id"] for r in records}
+    check = validator("household", records, tasks, PromptConfig(), max_steps=6, max_new_tokens=12)
+    texts = (r["prompt"] + r["completion"] for m in data for r in load_records(data[m]))
+    base = create_tiny(texts, tmp_path / "base", TinyConfig(hidden_size=128, intermediate_size=344, layers=2))
+    config = TrainConfig(epochs=40, batch_size=8, learning_rate=3e-3, validate_every=10, patience=2)
+    manifest = train("il", data, base, tmp_path / "run", config, validator=check)
+    stage = manifest["stages"][0]
+    measured = stage["validation"]
+    best = max(measured, key=lambda m: m["selection"])
+    assert stage["best_step"] == best["step"] == min(m["step"] for m in measured if m["selection"] == best["selection"])
+    later = [m for m in measured if m["step"] > best["step"]]
+    assert len(later) <= 2 and manifest["count"] == stage["steps"] == measured[-1]["step"]
+    if stage["steps"] < stage["planned_steps"]:  # stopped early: exactly `patience` validations after the best
+        assert len(later) == 2
+    from firsthand.models import load
+
+    again = check.measure(*load(tmp_path / "run" / "model"))
+    assert again["selection"] == pytest.approx(best["selection"])
+    assert manifest["config"]["validation"]["tasks"] == tasks
+    assert best["accuracy"] > 0  # it learned something the validation states show: the choice was not a tie at 0
+
+
+def test_auxiliary_batches_keep_il_steps_and_add_world_model_records(data: dict[str, Path]) -> None:
+    """iwm-aux and actobs: IL's step count, every batch the expert records IL would see then as many world-model
+    records weighted by lambda (actobs: the expert's own next observations only)."""
+    import random
+
+    from firsthand.stages.train import auxiliary_batches
+
+    records = {kind: load_records(data[kind]) for kind in ("il", "iwm")}
+    config = TrainConfig(epochs=1, batch_size=4, aux_weight=0.2)
+    il_steps = plan_budget("il", len(records["il"]), 0, config)[0][1]
+    assert plan_budget("iwm-aux", len(records["il"]), len(records["iwm"]), config) == [("expert+iwm-aux", il_steps)]
+    assert plan_budget("actobs", len(records["il"]), len(records["iwm"]), config) == [("expert+actobs", il_steps)]
+    steps = len(records["il"]) // 4 + 2  # more than an epoch of the expert data
+    batches = auxiliary_batches(records, "expert_transition", steps, config, random.Random(0))
+    assert len(batches) == steps * 8
+    for step in range(steps):
+        batch = batches[8 * step : 8 * step + 8]
+        assert [r["weight"] for r in batch] == [1.0] * 4 + [0.2] * 4
+        assert all(r["completion"].startswith("Action: ") for r in batch[:4])
+        assert all(r["kind"] == "expert_transition" for r in batch[4:])
+    expert = [r["prompt"] + r["completion"] for r in batches if r["weight"] == 1.0]
+    n = len(records["il"])
+    assert sorted(expert[:n]) == sorted(r["prompt"] + r["completion"] for r in records["il"])  # epoch by epoch
+
+
+def test_the_auxiliary_loss_weights_each_record_linearly(data: dict[str, Path], tmp_path: Path) -> None:
+    """loss(lambda) = (expert tokens' CE + lambda x world-model tokens' CE) / all tokens, and weights of 1 give the
+    unweighted loss: checked against the same batch with the records switched on and off."""
+    import torch
+    from datasets import Dataset
+
+    from firsthand.models import load
+    from firsthand.stages.train import _conversational, _with_weights, completion_trainer, sft_config
+
+    records = load_records(data["il"])[:2] + load_records(data["iwm"])[:2]
+    model, tokenizer = load(_tiny(data, tmp_path / "base"), for_training=True)
+    trainer = completion_trainer()(
+        model=model,
+        args=sft_config(TrainConfig(batch_size=4), 1, tmp_path / "o"),
+        train_dataset=Dataset.from_list(_conversational([{**r, "weight": 1.0} for r in records])),
+        processing_class=tokenizer,
+    )
+    collate = _with_weights(trainer.data_collator)
+    examples = [trainer.train_dataset[i] for i in range(4)]
+    assert "weight" in examples[0]  # the column survives TRL's preparation
+
+    def loss(weights: list[float] | None) -> float:
+        batch = collate([{**e, "weight": w} for e, w in zip(examples, weights or [1.0] * 4, strict=True)])
+        if weights is None:
+            batch.pop("weight")
+        with torch.no_grad():
+            return trainer.compute_loss(trainer.model, dict(batch)).item()
+
+    expert, world = loss([1, 1, 0, 0]), loss([0, 0, 1, 1])
+    assert loss([1, 1, 0.3, 0.3]) == pytest.approx(expert + 0.3 * world, rel=1e-5)
+    assert loss([1, 1, 1, 1]) == pytest.approx(loss(None), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_iwm_aux_trains_in_il_steps(data: dict[str, Path], tmp_path: Path) -> None:
+    config = TrainConfig(epochs=1, batch_size=4, aux_weight=0.05)
+    manifest = train("iwm-aux", data, _tiny(data, tmp_path / "base"), tmp_path / "run", config)
+    il_steps = plan_budget("il", len(load_records(data["il"])), 0, config)[0][1]
+    assert manifest["count"] == il_steps and manifest["stages"][0]["data"] == "expert+iwm-aux"
+    assert manifest["stages"][0]["epochs"] == pytest.approx(il_steps * 4 / len(load_records(data["il"])))

@@ -197,29 +197,13 @@ def verified_manifest(directory: Path, stage: str) -> dict[str, Any]:
                 f"{str(directory / name)!r} is listed in {str(directory / MANIFEST)!r} but missing: run the "
                 f"{stage} stage again into a new --out"
             )
-    hashes = manifest.get("file_hashes")
-    if hashes is None:  # manifests written before per-file hashes: the combined hash of the same files
-        if _legacy_content_hash(directory, manifest["files"]) != manifest["content_hash"]:
-            raise InvalidInputError(
-                f"the files of {str(directory)!r} differ from its manifest's content hash: some file was changed "
-                f"after the {stage} stage finished; run it again into a new --out"
-            )
-        return manifest
-    for name, expected in hashes.items():
+    for name, expected in manifest["file_hashes"].items():
         if file_hash(directory / name) != expected:
             raise InvalidInputError(
                 f"{str(directory / name)!r} differs from what the {stage} stage wrote (its hash is not the one in "
                 f"{MANIFEST}): the file was cut or edited; run the stage again into a new --out"
             )
     return manifest
-
-
-def _legacy_content_hash(directory: Path, names: Iterable[str]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(names, key=lambda n: Path(n).name):
-        h.update(Path(name).name.encode())
-        _feed(h, directory / name)
-    return "sha256:" + h.hexdigest()
 
 
 def check_output_dir(out: Path) -> None:
@@ -378,11 +362,8 @@ def trained_method(model: Path | str) -> str:
 
 
 def read_model_prompt(model: Path) -> PromptConfig | None:
-    """The prompt settings a `firsthand train` model was trained with; None for other model folders.
-
-    Data built before `restate_goal` existed did not restate the goal, so a missing key reads as False.
-    """
+    """The prompt settings a `firsthand train` model was trained with; None for other model folders."""
     path = Path(model) / MODEL_PROMPT
     if not path.is_file():
         return None
-    return PromptConfig(**{"restate_goal": False, **json.loads(path.read_text(encoding="utf-8"))})
+    return PromptConfig(**json.loads(path.read_text(encoding="utf-8")))

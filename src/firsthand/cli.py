@@ -202,6 +202,9 @@ def collect(
         int, typer.Option(help="Tasks to run the expert on (with --from: lines to read, 0 = all).")
     ] = 100,
     source: Annotated[Path | None, typer.Option("--from", help="Import demonstrations from this JSONL file.")] = None,
+    skip: Annotated[
+        int, typer.Option(help="Run the expert on the tasks after the split's first SKIP (validation tasks).")
+    ] = 0,
     workers: Workers = 1,
     executor: ExecutorName = "local",
     ray_address: RayAddress = None,
@@ -221,7 +224,9 @@ def collect(
             total = sum(1 for line in source.open(encoding="utf-8") if line.strip())
             total = min(total, episodes) if episodes else total
         with _progress("collect", total) as advance:
-            manifest = run_collect(env, split, episodes, out, source=source, workers=workers, on_progress=advance)
+            manifest = run_collect(
+                env, split, episodes, out, source=source, workers=workers, skip=skip, on_progress=advance
+            )
     _summary(f"collect {env}/{split}", manifest, out)
     rejected = out / "rejected.jsonl"
     if rejected.exists() and rejected.stat().st_size:
@@ -330,6 +335,13 @@ def train(
         list[Path] | None, typer.Option(help="The iwm and/or sr build directories the method needs (repeatable).")
     ] = None,
     model: Annotated[str, typer.Option(help="tiny, smollm2-135m, or a local Hugging Face model folder.")] = "tiny",
+    validation: Annotated[
+        Path | None,
+        typer.Option(
+            help="Expert trajectories of validation tasks (`firsthand collect --skip N`): with --validate-every, "
+            "finish at the best checkpoint."
+        ),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Train with IL, IWM (world model, then IL), SR (reflections + expert) or IWM+SR, under a budget rule."""
@@ -347,11 +359,31 @@ def train(
         own = {read_manifest(d, "build")["config"]["method"]: d for d in data or []}  # each names its method
         datasets = {**own, "il": expert_data}
         check_data(method, datasets)  # before any model is built
+        checker = None
+        if validation is not None:
+            from firsthand.artifacts import load_trajectories
+            from firsthand.contract import RATIONALES
+            from firsthand.prompts import PromptConfig
+            from firsthand.stages.build import BuildConfig, il_records
+            from firsthand.stages.evaluate import ACTION_TOKENS, THOUGHT_TOKENS
+            from firsthand.validation import validator
+
+            source = read_manifest(validation, "collect")["config"]
+            settings = PromptConfig(**read_manifest(expert_data, "build")["config"]["prompt"])  # the data's prompt
+            trajectories = load_trajectories(validation)
+            thinks = any(k in method.split("+") for k in RATIONALES)
+            checker = validator(
+                source["env"],
+                il_records(trajectories, BuildConfig(prompt=settings)),
+                [t.task for t in trajectories],
+                settings,
+                max_new_tokens=THOUGHT_TOKENS if thinks else ACTION_TOKENS,
+            )
         with main_process_first():  # launched on several processes: one of them makes the base model
             tiny = TinyConfig(seed=config.seed)
             base = starting_model(model, datasets.values(), out / "tiny-init", tiny=tiny)
         progress = _progress if is_main_process() else no_progress  # one bar, not one per process
-        manifest = run_train(method, datasets, base, out, config, progress=progress)
+        manifest = run_train(method, datasets, base, out, config, progress=progress, validator=checker)
     if is_main_process():
         typer.echo(f"model: {out / manifest['model']}  ({manifest['count']} optimizer steps)")
 
@@ -520,11 +552,26 @@ def run(
         str | None, typer.Option(help="OpenAI-compatible server for the reflector (key from $OPENAI_API_KEY).")
     ] = None,
     budgets: Annotated[
-        str | None, typer.Option(help="Override the budget rules, comma-separated (matched, paper).")
+        str | None,
+        typer.Option(
+            help="Override the budget rules, comma-separated (auto: IL's budget from validation; paper; matched)."
+        ),
     ] = None,
     compute_control: Annotated[
         bool | None,
-        typer.Option("--compute-control/--no-compute-control", help="Also train IL for the longest method's steps."),
+        typer.Option("--compute-control/--no-compute-control", help="Also train IL for each method's steps."),
+    ] = None,
+    evaluations: Annotated[
+        str | None,
+        typer.Option(help="How models are evaluated, comma-separated: greedy, score (likeliest valid action), sample."),
+    ] = None,
+    splits: Annotated[
+        str | None,
+        typer.Option(help="Test splits, comma-separated (default id_test,ood_test; household also novel_test)."),
+    ] = None,
+    validation_tasks: Annotated[int | None, typer.Option(help="Validation episodes (rule auto).")] = None,
+    patience: Annotated[
+        int | None, typer.Option(help="IL's budget search stops after this many validations without a better one.")
     ] = None,
     with_rl: Annotated[
         bool,
@@ -566,6 +613,10 @@ def run(
             methods=_names(methods),
             budgets=_names(budgets),
             compute_control=compute_control,
+            evaluations=_names(evaluations),
+            splits=_names(splits),
+            validation_tasks=validation_tasks,
+            patience=patience,
             with_rl=with_rl or None,
             rl_iterations=rl_iterations,
             rl_algos=_names(rl_algos),
@@ -636,7 +687,7 @@ def sweep(
     budgets: Annotated[str | None, typer.Option(help="Override the budget rules, comma-separated.")] = None,
     compute_control: Annotated[
         bool | None,
-        typer.Option("--compute-control/--no-compute-control", help="Also train IL for the longest method's steps."),
+        typer.Option("--compute-control/--no-compute-control", help="Also train IL for each method's steps."),
     ] = None,
     jobs: Annotated[int | None, typer.Option(help="Trainings and evaluations side by side.")] = None,
     executor: ExecutorName = "local",

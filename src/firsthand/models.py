@@ -13,7 +13,6 @@ All of them speak a chat template, so prompts are rendered the same way in train
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -53,9 +52,6 @@ class TinyConfig:
     heads: int = 4
     max_positions: int = 1024
     seed: int = 0
-    copy_steps: int = 0
-    """Steps of synthetic copy pretraining (see `pretrain_copying`); 0 skips it. Off by default: it did not
-    raise IL's success within the quickstart budget (docs/calibration.md)."""
     walk_steps: int = 0
     """Steps of language-model pretraining on episodes of a random policy in the environment (see
     `pretrain_on_walks`); 0 skips it."""
@@ -66,9 +62,6 @@ class TinyConfig:
     walk_length: int = 14
     """Random actions per walk episode."""
     walk_learning_rate: float = 1e-3
-    copy_batch: int = 16
-    copy_length: int = 96
-    """Length of the random segment that each copy-pretraining sequence repeats."""
 
 
 def tiny_parameters(config: TinyConfig, vocab_size: int | None = None) -> int:
@@ -149,7 +142,7 @@ def create_tiny(
             )
         return out
     tokenizer = fit_tokenizer(texts, config.vocab_size)
-    model = _copy_pretrained(config)
+    model = _fresh(config)
     model.resize_token_embeddings(len(tokenizer))  # keep the rows the fitted tokenizer uses
     model.config.pad_token_id = tokenizer.pad_token_id
     model.config.eos_token_id = tokenizer.eos_token_id
@@ -169,15 +162,11 @@ def create_tiny(
     return out
 
 
-def _copy_pretrained(config: TinyConfig) -> Any:
-    """A fresh Llama-architecture model of `config`, copy-pretrained (cached across runs)."""
+def _fresh(config: TinyConfig) -> Any:
+    """A Llama-architecture model of `config` with fresh weights (seeded)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    key = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:16]
-    cached = cache_dir() / f"tiny-{key}"
-    if (cached / "config.json").exists():
-        return LlamaForCausalLM.from_pretrained(cached)
     model_config = LlamaConfig(
         vocab_size=config.vocab_size,
         hidden_size=config.hidden_size,
@@ -192,43 +181,7 @@ def _copy_pretrained(config: TinyConfig) -> Any:
         tie_word_embeddings=True,
     )
     torch.manual_seed(config.seed)
-    model = LlamaForCausalLM(model_config)
-    if config.copy_steps:
-        pretrain_copying(model, config)
-        tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
-        model.save_pretrained(tmp)
-        if not cached.exists():
-            tmp.rename(cached)
-        else:
-            shutil.rmtree(tmp)
-    return model
-
-
-def pretrain_copying(model: Any, config: TinyConfig) -> list[float]:
-    """Teach a fresh model to copy: random token segments, each repeated once, loss on the repeat.
-
-    An agent's actions mostly copy names from its context ("You arrive at cabinet 2. The cabinet 2 is
-    closed." -> "open cabinet 2"). A pretrained LLM brings that skill; a model trained from scratch on a
-    few hundred demonstrations does not pick it up (docs/calibration.md). This pretraining is
-    environment-agnostic (the induction-head task on uniformly drawn token ids: no environment text, no
-    dynamics, no expert data), so it gives
-    every method the same starting skill. A plain loop: the data is generated on the fly, which TRL's
-    dataset trainers are not built for.
-    """
-    import torch
-
-    generator = torch.Generator().manual_seed(config.seed)
-    vocab = torch.arange(len(SPECIAL_TOKENS), config.vocab_size)  # every non-special id
-    n = config.copy_length
-
-    def batch() -> tuple[Any, Any, Any]:
-        segment = vocab[torch.randint(len(vocab), (config.copy_batch, n), generator=generator)]  # [B, n]
-        ids = torch.cat([segment, segment], dim=1)  # [B, 2n]
-        labels = ids.clone()
-        labels[:, : n + 1] = -100  # only the repeat is predictable (its first token is not)
-        return ids, None, labels
-
-    return _language_model_loop(model, batch, config.copy_steps, 1e-3, "copy pretraining")
+    return LlamaForCausalLM(model_config)
 
 
 def _language_model_loop(

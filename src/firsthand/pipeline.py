@@ -33,9 +33,9 @@ from firsthand.stages.branch import BranchConfig, branch
 from firsthand.stages.build import AllDropped, BuildConfig, WriterConfig, build
 from firsthand.stages.collect import collect
 from firsthand.stages.evaluate import ACTION_TOKENS, THOUGHT_TOKENS, evaluate, make_agent
-from firsthand.stages.report import write_report
+from firsthand.stages.report import EVALUATIONS, eval_folder, write_report
 from firsthand.stages.rl import RLConfig, rl
-from firsthand.stages.train import TRAIN_METHODS, TrainConfig, needed_data, planned_stages, train
+from firsthand.stages.train import AUXILIARY, TRAIN_METHODS, TrainConfig, needed_data, planned_stages, train
 from firsthand.stats import BUDGET_RULES
 
 log = logging.getLogger(__name__)
@@ -67,12 +67,27 @@ class Preset:
     writer: WriterConfig = field(default_factory=WriterConfig)
     """Who writes SR's reflections (`reflector`: template, policy = `model`, another model or a served one)
     and STaR's rationales (always `model`: STaR keeps what the policy itself got right)."""
-    budgets: tuple[str, ...] = ("matched",)
-    """Budget rules the methods are trained under (matched, paper: see `stats.plan_steps`); IL is the same
-    under both, so it is trained once."""
+    budgets: tuple[str, ...] = ("auto",)
+    """Budget rules the methods are trained under (`stats.plan_steps`): auto (IL trains until its validation
+    stops improving; its best step is the budget the paper's rule gives every method, each reported at the
+    checkpoint its own validation picks), paper (from IL's fixed epochs), matched (every method IL's steps,
+    from the validated budget when auto is among the rules). IL is trained once."""
     compute_control: bool = False
-    """Also train IL for as many optimizer steps as the longest method of the seed ("IL, equal compute"),
-    so that more steps and early experience can be told apart."""
+    """Also train IL for exactly as many optimizer steps as each other method ("IL, same steps"), so that
+    more steps and early experience can be told apart (one IL run per distinct step count)."""
+    validation_tasks: int = 20
+    """Validation episodes (training tasks after the demonstrations' ones), played at each validation."""
+    validate_every: int = 200
+    """Steps between two validations of a training (rule auto)."""
+    patience: int = 4
+    """IL's budget search stops after this many validations without a better one."""
+    max_epochs: float = 40.0
+    """The longest IL's budget search may train, in epochs over the expert data."""
+    evaluations: tuple[str, ...] = ("greedy", "score")
+    """How each model is evaluated: greedy (free generation, parsed), score (the likeliest valid action:
+    decisions apart from spelling; only where the environment lists valid actions), sample (generation at
+    `sample_temperature`, the paper's evaluation). Each has its tables."""
+    sample_temperature: float = 0.4
     max_steps: int | None = None
     """Step limit of evaluation episodes (None: the adapter's `default_max_steps`)."""
     eval_batch_size: int = 50
@@ -83,7 +98,7 @@ class Preset:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, batch_size=4, learning_rate=1e-3))
     """Small batches: at the same tokens, more steps of batch 4 beat fewer of batch 16 (docs/calibration.md)."""
     tiny: TinyConfig = field(default_factory=TinyConfig)
-    """Shape and copy pretraining of the `tiny` model (used when model == "tiny")."""
+    """Shape and walk pretraining of the `tiny` model (used when model == "tiny")."""
     workers: int = 1
     """Worker processes for collection and branching."""
     with_rl: bool = False
@@ -108,21 +123,28 @@ PRESETS: dict[str, Preset] = {
         train=TrainConfig(epochs=1, batch_size=8, max_length=768),
         sr_max_new_tokens=64,
         rl=RLConfig(iterations=1, tasks_per_iteration=2, group_size=2, learning_rate=1e-4, temperature=0.5),
+        validation_tasks=3,
+        validate_every=4,
+        patience=1,
+        max_epochs=3,
     ),
     # Two seeds within `make run`'s 15 minutes on the 2-core machine: 150 demonstrations (the low-data
     # regime, where the paper's gains are largest) and a 2-layer tiny model, which trains twice as fast
     # (docs/calibration.md#seeds-within-15-minutes).
     "quickstart": Preset(name="quickstart", seeds=(0, 1), train_episodes=150, tiny=TinyConfig(layers=2)),
-    # The whole comparison (both budget rules, the compute control, IWM+SR) at the quickstart's scale with a
-    # third seed: 24 trainings, about 75 minutes here (docs/results.md, "Standard preset").
+    # The fair comparison (docs/results.md): IL, IWM, SR and IWM+SR under auto with matched beside it, each
+    # method at its own validated checkpoint, IL of the same steps for every method, 5 seeds, 300 episodes
+    # per split, both decision modes; resumable, to be run in parts.
     "standard": Preset(
         name="standard",
         train_episodes=150,
         tiny=TinyConfig(layers=2),
-        seeds=(0, 1, 2),
+        seeds=(0, 1, 2, 3, 4),
+        eval_episodes=300,
         methods=("il", "iwm", "sr", "iwm+sr"),
-        budgets=("matched", "paper"),
+        budgets=("auto", "matched"),
         compute_control=True,
+        validation_tasks=50,
     ),
 }
 
@@ -163,32 +185,27 @@ def get_preset(name: str, **overrides: Any) -> Preset:
     if name not in PRESETS:
         raise UnknownNameError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    for key in ("train_episodes", "eval_episodes", "jobs"):
+    for key in ("train_episodes", "eval_episodes", "jobs", "validation_tasks", "validate_every", "patience"):
         if key in overrides and overrides[key] < 1:
             raise InvalidInputError(f"{key} must be at least 1, got {overrides[key]!r}")
-    for key, valid in (("methods", TRAIN_METHODS), ("budgets", BUDGET_RULES)):
-        if key in overrides:
-            overrides[key] = tuple(overrides[key])
-            unknown = [v for v in overrides[key] if v not in valid]
-            if unknown or not overrides[key]:
-                raise UnknownNameError(f"unknown {key} {unknown!r}; valid {key}: {', '.join(valid)}")
+    _check_names(overrides)
     if "k" in overrides:  # checked here, before collection runs, by branching's own rule
         BranchConfig(k=overrides["k"]).validate()
     if "rl_iterations" in overrides:  # applied to the preset's own RL settings
         overrides["rl"] = replace(PRESETS[name].rl, iterations=overrides.pop("rl_iterations"))
         overrides["rl"].validate()
-    if "rl_algos" in overrides:
-        overrides["rl_algos"] = tuple(overrides["rl_algos"])
-        unknown = [a for a in overrides["rl_algos"] if a not in ALGORITHMS]
-        if unknown or not overrides["rl_algos"]:
-            raise UnknownNameError(f"unknown RL algorithms {unknown!r}; valid: {', '.join(ALGORITHMS)}")
+    if "splits" in overrides:
+        overrides["splits"] = tuple(overrides["splits"])
+        if not overrides["splits"] or "train" in overrides["splits"]:
+            raise InvalidInputError(f"splits are the test splits to evaluate on, got {list(overrides['splits'])!r}")
     if "seeds" in overrides:
         overrides["seeds"] = tuple(overrides["seeds"])
         if not overrides["seeds"] or len(set(overrides["seeds"])) != len(overrides["seeds"]):
             raise InvalidInputError(f"seeds must be distinct and at least one, got {list(overrides['seeds'])!r}")
     preset = _with_model_settings(PRESETS[name], overrides)
-    with opened(preset.env, "train"):  # a bad name or argument is refused before any warning or work
-        pass
+    for split in ("train", *preset.splits):  # a bad name, argument or split is refused before any warning or work
+        with opened(preset.env, split):
+            pass
     check_model_name(preset.model)
     if preset.writer.reflector not in ("template", "policy") and preset.writer.base_url is None:
         check_model_name(preset.writer.reflector)  # a served model's name is the server's to check
@@ -208,6 +225,22 @@ def get_preset(name: str, **overrides: Any) -> Preset:
         if k not in overrides and getattr(preset, k) == getattr(generic, k)
     }
     return replace(preset, **settings)
+
+
+def _check_names(overrides: dict[str, Any]) -> None:
+    """The overrides that list names (methods, budget rules, evaluations, RL algorithms), as tuples of known
+    ones; an unknown name is refused, listing the valid ones."""
+    for key, valid, what in (
+        ("methods", TRAIN_METHODS, "methods"),
+        ("budgets", BUDGET_RULES, "budgets"),
+        ("evaluations", EVALUATIONS, "evaluations"),
+        ("rl_algos", ALGORITHMS, "RL algorithms"),
+    ):
+        if key in overrides:
+            overrides[key] = tuple(overrides[key])
+            unknown = [v for v in overrides[key] if v not in valid]
+            if unknown or not overrides[key]:
+                raise UnknownNameError(f"unknown {what} {unknown!r}; valid {what}: {', '.join(valid)}")
 
 
 def _with_model_settings(preset: Preset, overrides: dict[str, Any]) -> Preset:
@@ -318,61 +351,188 @@ def _run(preset: Preset, out: Path, progress: Progress, branches: Path | None) -
         folder = out / "models" / f"tiny-seed{seed}"
         bases[seed] = starting_model(preset.model, data.values(), folder, tiny=tiny, env=preset.env, progress=progress)
     workers = preset.jobs or default_workers()
-    runs = _trainings(preset, data)
+    validators = _validators(preset, out, progress) if "auto" in preset.budgets else {}
     chars = _mean_chars(data)
-    jobs = [
-        Job(
-            train,
-            (method, data, bases[seed], out / "train" / f"{label}-seed{seed}", cfg),
-            # a finished training counts for nothing: the bar shows the work still to do
-            total=0 if (out / "train" / f"{label}-seed{seed}" / MANIFEST).exists() else sum(s for _, s in stages),
-            cost=sum(steps * chars[kind] for kind, steps in stages),  # characters to process: ~ time
-        )
-        for label, seed, method, cfg, stages in runs
-    ]
-    manifests = run_jobs(jobs, f"train {len(jobs)} models", workers=workers, progress=progress)
 
-    def episodes(label: str, seed: int) -> int:
-        return _episodes_to_evaluate(preset, out, label, seed)
-
-    evals = []
-    for seed in preset.seeds:
-        if preset.model != "tiny":  # a pretrained instruct model: the zero-shot prompt baseline
-            evals.append(
-                Job(
-                    _evaluate,
-                    (preset, out, "prompt", seed, bases[seed]),
-                    total=episodes("prompt", seed),
-                    cost=preset.max_new_tokens,
-                )
+    def jobs_of(planned: list[Training]) -> list[Job]:
+        return [
+            Job(
+                train,
+                (t.method, data, bases[t.seed], out / "train" / f"{t.label}-seed{t.seed}", t.config),
+                {"validator": validators.get(_thinks(t.method))} if t.validate else {},
+                # a finished training counts for nothing: the bar shows the work still to do
+                total=0 if (out / "train" / f"{t.label}-seed{t.seed}" / MANIFEST).exists() else t.steps,
+                cost=sum(steps * chars[kind] for kind, steps in t.stages),  # characters to process: ~ time
             )
-        for (label, run_seed, *_), manifest in zip(runs, manifests, strict=True):
-            if run_seed == seed:
-                model = out / "train" / f"{label}-seed{seed}" / manifest["model"]
-                args = (preset, out, label, seed, model, _compute(manifest))
-                evals.append(Job(_evaluate, args, total=episodes(label, seed), cost=_new_tokens(preset, label)))
-        evals.append(Job(_evaluate, (preset, out, "random", seed, None), total=episodes("random", seed)))
-    rows = run_jobs(evals, f"evaluate {len(evals)} agents", workers=workers, progress=progress)
-    rows = [row for job_rows in rows for row in job_rows]
+            for t in planned
+        ]
+
+    # IL first: under auto its validated best step is the budget every other method's rule starts from
+    first = _il_trainings(preset, data)
+    first_manifests = run_jobs(jobs_of(first), f"train {len(first)} IL models", workers=workers, progress=progress)
+    il_steps = {t.seed: _best_step(m) for t, m in zip(first, first_manifests, strict=True)} if validators else {}
+    rest = _other_trainings(preset, data, il_steps)
+    rest_manifests = run_jobs(jobs_of(rest), f"train {len(rest)} models", workers=workers, progress=progress)
+    runs = first + rest
+    manifests = first_manifests + rest_manifests
+
+    rows = []
+    for evaluation in preset.evaluations:
+        evals = []
+        for seed in preset.seeds:
+            if preset.model != "tiny":  # a pretrained instruct model: the zero-shot prompt baseline
+                args = (preset, out, "prompt", seed, bases[seed])
+                evals.append(Job(_evaluate, args, {"evaluation": evaluation}, cost=preset.max_new_tokens))
+            for t, manifest in zip(runs, manifests, strict=True):
+                if t.seed == seed:
+                    model = out / "train" / f"{t.label}-seed{seed}" / manifest["model"]
+                    args = (preset, out, t.label, seed, model, _compute(manifest))
+                    evals.append(Job(_evaluate, args, {"evaluation": evaluation}, cost=_new_tokens(preset, t.label)))
+            evals.append(Job(_evaluate, (preset, out, "random", seed, None), {"evaluation": evaluation}))
+        for job in evals:
+            job.total = _episodes_to_evaluate(preset, out, job.args[2], job.args[3], evaluation)
+        done = run_jobs(evals, f"evaluate {len(evals)} agents ({evaluation})", workers=workers, progress=progress)
+        rows += [row for job_rows in done for row in job_rows]
     if preset.with_rl:
         rows += _after_rl(preset, out, runs, manifests, workers, progress)
-    results = write_report(out, preset, rows, not_trained=not_trained)
+    results = write_report(out, preset, rows, not_trained=not_trained, compute_of=_compute_of(runs))
     write_html(out)
     return results
+
+
+@dataclass(frozen=True)
+class Training:
+    """One training of a run: its label (method and budget rule; `il-steps{N}` for IL of N steps), seed,
+    method, settings, planned stages, and whether it is measured on validation."""
+
+    label: str
+    seed: int
+    method: str
+    config: TrainConfig
+    stages: list[tuple[str, int]]
+    validate: bool = False
+
+    @property
+    def steps(self) -> int:
+        return sum(steps for _, steps in self.stages)
+
+
+def _label(method: str, rule: str) -> str:
+    """A training's label: the method under the default rule (auto, or the first of the run's), else
+    `{method}-{rule}`."""
+    return method if rule == "auto" or method == "il" else f"{method}-{rule}"
+
+
+def _il_trainings(preset: Preset, data: dict[str, Path]) -> list[Training]:
+    """IL of every seed: under auto, up to `max_epochs` with validation and early stopping."""
+    runs = []
+    for seed in preset.seeds:
+        if "il" not in preset.methods and "auto" not in preset.budgets:
+            continue
+        auto = "auto" in preset.budgets
+        cfg = replace(preset.train, seed=seed, budget="paper")
+        if auto:
+            cfg = replace(cfg, epochs=preset.max_epochs, validate_every=preset.validate_every, patience=preset.patience)
+        runs.append(Training("il", seed, "il", cfg, planned_stages("il", data, cfg), validate=auto))
+    return runs
+
+
+def _other_trainings(preset: Preset, data: dict[str, Path], il_steps: dict[int, int]) -> list[Training]:
+    """Every other method under every rule, from IL's validated budget of its seed (`il_steps`, under auto),
+    each measured on validation and reported at its best checkpoint; then IL of the same steps as each."""
+    runs = []
+    for seed in preset.seeds:
+        seed_runs = []
+        for method in preset.methods:
+            if method == "il":
+                continue
+            for rule in preset.budgets[:1] if method in AUXILIARY else preset.budgets:  # IL's steps under any rule
+                validated = seed in il_steps and rule != "paper"
+                cfg = replace(
+                    preset.train,
+                    seed=seed,
+                    budget=rule,
+                    il_steps=il_steps[seed] if validated else None,
+                    validate_every=preset.validate_every if validated else 0,
+                )
+                stages = planned_stages(method, data, cfg)
+                seed_runs.append(Training(_label(method, rule), seed, method, cfg, stages, validate=validated))
+        if preset.compute_control:  # IL for exactly as many steps as each method (one run per step count)
+            for steps in sorted({t.steps for t in seed_runs}):
+                cfg = replace(preset.train, seed=seed, budget="paper", steps=steps)
+                seed_runs.append(Training(f"il-steps{steps}", seed, "il", cfg, planned_stages("il", data, cfg)))
+        runs += seed_runs
+    return runs
+
+
+def _compute_of(runs: list[Training]) -> dict[str, str]:
+    """Each early-experience label's compute control: the IL run of its step count (of the first seed)."""
+    steps = {t.label: t.steps for t in runs if t.seed == runs[0].seed} if runs else {}
+    controls = {n for label, n in steps.items() if label.startswith("il-steps")}
+    return {label: f"il-steps{n}" for label, n in steps.items() if not label.startswith("il") and n in controls}
+
+
+def _best_step(manifest: dict[str, Any]) -> int:
+    """The optimizer step IL's validation chose (its budget), or its whole training without validation."""
+    stage = manifest["stages"][-1]
+    return int(stage.get("best_step", manifest["count"]))
+
+
+def _validators(preset: Preset, out: Path, progress: Progress) -> dict[bool, Any]:
+    """The validation of the run's trainings, for models that act (False) and that think first (True): the
+    `validation_tasks` training tasks after the demonstrations', their expert trajectories collected into
+    out/validation."""
+    from firsthand.artifacts import load_trajectories
+    from firsthand.stages.build import BuildConfig, il_records
+    from firsthand.validation import validator
+
+    folder = out / "validation"
+    with progress("collect validation", preset.validation_tasks) as advance:
+        collect(
+            preset.env,
+            "train",
+            preset.validation_tasks,
+            folder,
+            skip=preset.train_episodes,
+            workers=preset.workers,
+            on_progress=advance,
+        )
+    trajectories = load_trajectories(folder)
+    records = il_records(trajectories, BuildConfig(prompt=preset.prompt))
+    tasks = [t.task for t in trajectories]
+    return {
+        thinks: validator(
+            preset.env,
+            records,
+            tasks,
+            preset.prompt,
+            max_steps=preset.max_steps,
+            max_new_tokens=preset.sr_max_new_tokens if thinks else preset.max_new_tokens,
+            batch_size=preset.eval_batch_size,
+        )
+        for thinks in (False, True)
+    }
+
+
+def _thinks(method: str) -> bool:
+    return any(k in method.split("+") for k in RATIONALES)
 
 
 def _after_rl(
     preset: Preset,
     out: Path,
-    runs: list[tuple[str, int, str, TrainConfig, list[tuple[str, int]]]],
+    runs: list[Training],
     manifests: list[dict[str, Any]],
     workers: int,
     progress: Progress,
 ) -> list[dict[str, Any]]:
-    """RL from every trained model with one budget per algorithm, then the evaluation of each result; its rows
-    are labelled `{label}@{algo}`."""
+    """RL from every trained model with one budget per algorithm (not IL's compute controls), then the greedy
+    evaluation of each result; its rows are labelled `{label}@{algo}`."""
     jobs, started = [], []
-    for (label, seed, *_), manifest in zip(runs, manifests, strict=True):
+    for t, manifest in zip(runs, manifests, strict=True):
+        label, seed = t.label, t.seed
+        if label.startswith("il-steps"):
+            continue
         model = out / "train" / f"{label}-seed{seed}" / manifest["model"]
         for algo in preset.rl_algos:
             folder = out / "rl" / f"{label}-seed{seed}-{algo}"
@@ -399,9 +559,10 @@ def _after_rl(
     return [row for job_rows in rows for row in job_rows]
 
 
-def _episodes_to_evaluate(preset: Preset, out: Path, label: str, seed: int) -> int:
+def _episodes_to_evaluate(preset: Preset, out: Path, label: str, seed: int, evaluation: str = "greedy") -> int:
     """Episodes a model's evaluation has still to play (evaluations on disk are read, not redone)."""
-    todo = [s for s in preset.splits if not (out / "eval" / f"{label}-seed{seed}-{s}.json").exists()]
+    folder = out / eval_folder(evaluation)
+    todo = [s for s in preset.splits if not (folder / f"{label}-seed{seed}-{s}.json").exists()]
     return sum(_split_episodes(preset.env, s, preset.eval_episodes) for s in todo)
 
 
@@ -410,24 +571,6 @@ def _split_episodes(env: str, split: str, episodes: int) -> int:
     """How many of `episodes` a split holds (tau-retail's id_test has 18 tasks)."""
     with opened(env, split) as instance:  # adapters start their processes lazily: listing tasks costs nothing
         return len(instance.tasks(episodes))
-
-
-def _trainings(preset: Preset, data: dict[str, Path]) -> list[tuple[str, int, str, TrainConfig, list[tuple[str, int]]]]:
-    """Every training of the run as (label, seed, method, config, planned stages), seed by seed."""
-    runs = []
-    for seed in preset.seeds:
-        seed_runs = []
-        for method in preset.methods:
-            for rule in preset.budgets[:1] if method == "il" else preset.budgets:
-                label = method if rule == "matched" or method == "il" else f"{method}-{rule}"
-                cfg = replace(preset.train, seed=seed, budget=rule)
-                seed_runs.append((label, seed, method, cfg, planned_stages(method, data, cfg)))
-        if preset.compute_control:  # IL for as many steps as the longest method of the seed
-            longest = max(sum(steps for _, steps in run[-1]) for run in seed_runs)
-            cfg = replace(preset.train, seed=seed, steps=longest)
-            seed_runs.append(("il-compute", seed, "il", cfg, planned_stages("il", data, cfg)))
-        runs += seed_runs
-    return runs
 
 
 def _mean_chars(data: dict[str, Path]) -> dict[str, float]:
@@ -440,6 +583,7 @@ def _mean_chars(data: dict[str, Path]) -> dict[str, float]:
         "expert": mean["il"],
         "iwm": mean["iwm"],
         **{f"{k}+expert": (mean[k] + mean["il"]) / 2 for k in RATIONALES if k in mean},
+        **{f"expert+{m}": mean["il"] + mean["iwm"] for m in AUXILIARY},  # both kinds in every batch
     }
 
 
@@ -451,7 +595,13 @@ def _new_tokens(preset: Preset, method: str) -> int:
 
 def _compute(manifest: dict[str, Any]) -> dict[str, int]:
     """What a train stage spent: optimizer steps and tokens processed."""
-    return {"train_steps": manifest["count"], "train_tokens": sum(s.get("tokens", 0) for s in manifest["stages"])}
+    stages = manifest["stages"]
+    checkpoint = sum(s["steps"] for s in stages[:-1]) + stages[-1].get("best_step", stages[-1]["steps"])
+    return {
+        "train_steps": manifest["count"],
+        "train_tokens": sum(s.get("tokens", 0) for s in stages),
+        "checkpoint_step": checkpoint,  # the step of the model evaluated (validation's choice, or the last)
+    }
 
 
 def _evaluate(
@@ -462,19 +612,27 @@ def _evaluate(
     model: Path | None,
     compute: dict[str, int] | None = None,
     *,
+    evaluation: str = "greedy",
     progress: Progress = no_progress,
 ) -> list[dict[str, Any]]:
-    """Evaluate one model on every split of `preset` (evaluations already on disk are read, not redone)."""
+    """Evaluate one model on every split of `preset` the `evaluation` way (`EVALUATIONS`); evaluations already
+    on disk are read, not redone."""
     rows = []
     agent: Agent | None = None  # loaded once, for the first split that needs it
     for split in preset.splits:
-        path = out / "eval" / f"{method}-seed{seed}-{split}.json"
+        path = out / eval_folder(evaluation) / f"{method}-seed{seed}-{split}.json"
         if path.exists():
             rows.append(json.loads(path.read_text())["summary"])
             continue
         if agent is None:
             agent = make_agent(
-                model, name=method, max_new_tokens=_new_tokens(preset, method), seed=seed, backend=preset.writer.backend
+                model,
+                name=method,
+                max_new_tokens=_new_tokens(preset, method),
+                seed=seed,
+                backend=preset.writer.backend,
+                decision="score" if evaluation == "score" else "generate",
+                temperature=preset.sample_temperature if evaluation == "sample" else 0.0,
             )
         summary = evaluate(
             agent,
@@ -485,7 +643,7 @@ def _evaluate(
             prompt=preset.prompt,
             max_steps=preset.max_steps,
             batch_size=preset.eval_batch_size,
-            labels={"method": method, "seed": seed, **(compute or {})},
+            labels={"method": method, "seed": seed, "evaluation": evaluation, **(compute or {})},
             description=f"eval {method} seed {seed} {split}",
             progress=progress,
         )

@@ -39,7 +39,9 @@ def iwm_schedule(budget: int, iwm_examples: int, batch_size: int, max_share: flo
     return first, budget - first
 
 
-BUDGET_RULES: tuple[str, ...] = ("matched", "paper")
+BUDGET_RULES: tuple[str, ...] = ("auto", "paper", "matched")
+"""How each method's steps follow from IL's budget (`plan_steps`); `auto` is `paper` from a budget chosen on
+validation."""
 
 
 def plan_steps(
@@ -52,19 +54,27 @@ def plan_steps(
     batch_size: int,
     epochs: float,
     iwm_share: float = 0.5,
+    il_steps: int | None = None,
 ) -> list[tuple[str, int]]:
     """A method's training stages as (data, optimizer steps), from the sizes of its datasets.
 
-    IL's budget is `epochs` passes over the `expert` examples. Under `matched` (the paper's text) every
-    method gets exactly that many steps: IWM's world-model stage takes one epoch of its data, at most
-    `iwm_share` of the budget, and imitation the rest; SR trains on reflections mixed with the expert data.
-    Under `paper` (its released configurations) IWM trains one full epoch of world-model data and then
-    IL's whole budget, and SR trains `epochs` passes over the mixed set, so both take more steps than IL.
-    ``iwm+sr`` runs IWM's world-model stage, then SR's mixed stage in the place of imitation.
+    IL's budget is `il_steps` when given (the step IL's validation picked: rule `auto`), else `epochs` passes
+    over the `expert` examples. Under `paper` and `auto` (the authors' released configurations) IWM trains one
+    full epoch of world-model data and then IL's whole budget, and SR trains IL's epochs over the mixed set,
+    so both take more steps than IL. Under `matched` (a compute-matched variant) every method gets exactly
+    IL's steps: IWM's world-model stage takes one epoch of its data, at most `iwm_share` of the budget, and
+    imitation the rest; SR trains on reflections mixed with the expert data. ``iwm+sr`` runs IWM's
+    world-model stage, then SR's mixed stage in the place of imitation.
     """
     if rule not in BUDGET_RULES:
         raise ValueError(f"unknown budget rule {rule!r}; valid rules: {', '.join(BUDGET_RULES)}")
-    budget = max(1, math.ceil(steps_per_epoch(expert, batch_size) * epochs))
+    if il_steps is not None:
+        if il_steps < 1:
+            raise ValueError(f"il_steps must be at least 1, got {il_steps}")
+        budget = il_steps
+        epochs = il_steps / steps_per_epoch(expert, batch_size)  # the passes over the expert data IL made
+    else:
+        budget = max(1, math.ceil(steps_per_epoch(expert, batch_size) * epochs))
     if method == "il":
         return [("expert", budget)]
     if rule == "matched":

@@ -34,6 +34,7 @@ from firsthand.artifacts import (
     load_branches,
     load_trajectories,
     read_manifest,
+    read_model_prompt,
     relative,
     verified_manifest,
     write_jsonl_atomic,
@@ -266,7 +267,9 @@ def _load_sampler(model: str | None) -> ActionSampler | None:
 
     if not (Path(model) / "config.json").exists():
         raise InvalidInputError(f"policy model {model!r} is not a model folder (no config.json); pass a trained model")
-    return PolicySampler(HFBackend(Path(model), max_prompt_tokens=896))
+    # the prompts the model was trained on (its firsthand_prompt.json): others make a trained model propose
+    # nothing it would choose (evaluation measured 50% -> 0% on household with the wrong prompt settings)
+    return PolicySampler(HFBackend(Path(model), max_prompt_tokens=896), prompt=read_model_prompt(Path(model)))
 
 
 MIN_SHARDS = 10

@@ -136,15 +136,19 @@ def collect(
     env_kwargs: dict[str, Any] | None = None,
     workers: int = 1,
     shard_size: int = 50,
+    skip: int = 0,
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Collect verified expert trajectories into `out`; return the manifest.
 
     With `source`, import the demonstrations in that JSONL file instead of running the expert
-    (`episodes` then caps how many lines are read; 0 reads all).
+    (`episodes` then caps how many lines are read; 0 reads all). `skip`: run the expert on the split's tasks
+    after its first `skip` (the validation tasks, after those of the demonstrations).
     """
     out = Path(out)
     _check_arguments(episodes, source)
+    if skip < 0:
+        raise InvalidInputError(f"skip must be at least 0, got {skip!r}")
     config: dict[str, Any] = {
         "env": env,
         "split": split,
@@ -153,13 +157,14 @@ def collect(
         "source": relative(source, out) if source else None,
         "source_hash": file_hash(Path(source)) if source else None,
         "shard_size": shard_size,
+        **({"skip": skip} if skip else {}),  # absent when 0: earlier collections keep their configuration
     }
     done = finished(out, "collect", config)
     if done is not None:
         log.info("%s is already complete; skipping collect", out)
         return done
     with opened(env, split, **(env_kwargs or {})) as listing:  # validates the names before any work
-        task_list = listing.tasks(episodes) if source is None and episodes > 0 else []
+        task_list = listing.tasks(skip + episodes)[skip:] if source is None and episodes > 0 else []
         if task_list:
             listing.prepare(task_list)
         memory = listing.worker_memory

@@ -27,29 +27,47 @@ METHOD_NAMES = {
     "iwm": "IWM",
     "sr": "SR",
     "iwm+sr": "IWM+SR",
+    "iwm-aux": "IWM, auxiliary loss",
+    "actobs": "ActObs",
     "star": "STaR",
 }
-ORDER = ("random", "prompt", "il", "il-compute", "iwm", "sr", "iwm+sr", "star")
+ORDER = ("random", "prompt", "il", "il-compute", "iwm", "iwm-aux", "actobs", "sr", "iwm+sr", "star")
+COMPUTE = "il-steps"
+"""Labels `il-steps{N}`: IL trained for exactly N optimizer steps, the compute control of the methods of N steps."""
 
 
 def method_name(label: str) -> str:
-    """A results label as the tables print it: `iwm-paper` is IWM under the paper's budget rule, `sr@grpo` SR
-    continued with GRPO."""
+    """A results label as the tables print it: `iwm-matched` is IWM under the matched budget rule, `sr@grpo` SR
+    continued with GRPO, `il-steps1200` IL trained for 1,200 steps."""
     if "@" in label:
         start, _, algo = label.partition("@")
         return f"{method_name(start)} + {algo.upper()}"
-    method, _, rule = label.partition("-") if label != "il-compute" else (label, "", "")
+    if label.startswith(COMPUTE):
+        return f"IL, {int(label[len(COMPUTE) :]):,} steps"
+    method, rule = _split(label)
     name = METHOD_NAMES.get(method, method)
-    return f"{name} (paper budget)" if rule == "paper" else name
+    return f"{name} ({rule} budget)" if rule else name
+
+
+def _split(label: str) -> tuple[str, str]:
+    """(method, budget rule) of a training's label: the longest method name it begins with, then the rule."""
+    for method in sorted(METHOD_NAMES, key=len, reverse=True):
+        if label == method or label.startswith(method + "-"):
+            return method, label[len(method) + 1 :]
+    method, _, rule = label.partition("-")
+    return method, rule
 
 
 def ordered(labels: Any) -> list[str]:
-    """Labels in table order: baselines, IL and its compute control, then each method, matched rule first."""
+    """Labels in table order: baselines, IL and its compute controls (by steps), then each method, its
+    default rule first."""
 
-    def key(label: str) -> tuple[int, str]:
+    def key(label: str) -> tuple[int, int, str]:
         start = label.split("@")[0]  # a model continued with RL sorts with its starting point
-        method = start if start == "il-compute" else start.split("-")[0]
-        return (ORDER.index(method) if method in ORDER else len(ORDER), label)
+        if start.startswith(COMPUTE):
+            return (ORDER.index("il-compute"), int(start[len(COMPUTE) :]), label)
+        method = _split(start)[0]
+        return (ORDER.index(method) if method in ORDER else len(ORDER), 0, label)
 
     return sorted(labels, key=key)
 
@@ -58,12 +76,12 @@ Wins = Callable[[str, int, str], "dict[str, bool] | None"]
 """(method, seed, split) -> whether each task's episode was won; None where it was not evaluated."""
 
 
-def episode_wins(out: Path) -> Wins:
-    """The per-episode outcomes of a run's evaluation files under `out`/eval, each file read once."""
+def episode_wins(out: Path, folder: str = "eval") -> Wins:
+    """The per-episode outcomes of a run's evaluation files under `out`/`folder`, each file read once."""
 
     @functools.cache
     def wins(method: str, seed: int, split: str) -> dict[str, bool] | None:
-        path = Path(out) / "eval" / f"{method}-seed{seed}-{split}.json"
+        path = Path(out) / folder / f"{method}-seed{seed}-{split}.json"
         if not path.exists():
             return None
         return {e["task"]: bool(e["won"]) for e in json.loads(path.read_text())["episodes"]}
@@ -94,8 +112,9 @@ def pool(rows: list[dict[str, Any]], wins: Wins | None = None) -> dict[str, dict
         if episodes and all(e for e in episodes.values()):
             grid = _grid({seed: {t: float(w) for t, w in e.items()} for seed, e in episodes.items() if e})
             if grid is not None:
-                _, low, high, _ = two_level_bootstrap(grid)
-                interval = "seeds_and_tasks"
+                _, b_low, b_high, _ = two_level_bootstrap(grid)
+                if b_high > b_low:  # every episode alike (all lost): nothing to resample, Wilson's stays open
+                    low, high, interval = b_low, b_high, "seeds_and_tasks"
         steps = sum(r["mean_steps"] * r["episodes"] for r in group)
         pooled[method][split] = {
             "success": won / n if n else 0.0,
@@ -110,6 +129,7 @@ def pool(rows: list[dict[str, Any]], wins: Wins | None = None) -> dict[str, dict
             # training compute, mean over seeds (absent from evaluations made before it was recorded)
             "train_steps": statistics.fmean(r.get("train_steps", 0) for r in group),
             "train_tokens": statistics.fmean(r.get("train_tokens", 0) for r in group),
+            "checkpoint_step": statistics.fmean(r.get("checkpoint_step", r.get("train_steps", 0)) for r in group),
             "seeds": {
                 str(r["seed"]): {k: r[k] for k in ("success", "ci_low", "ci_high", "episodes")}
                 for r in sorted(group, key=lambda r: r["seed"])
@@ -121,11 +141,11 @@ def pool(rows: list[dict[str, Any]], wins: Wins | None = None) -> dict[str, dict
 def versus_il(
     out: Path,
     rows: list[dict[str, Any]],
-    baseline_method: str | Callable[[str], str] = "il",
+    baseline_method: str | Callable[[str], str | None] = "il",
     wins: Wins | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per method and split: success minus `baseline_method`'s (IL, or IL of equal compute; or, given a
-    function, the label it returns for each method: a model before RL), paired over the same episodes (same
+    """Per method and split: success minus `baseline_method`'s (IL; or, given a function, the label it returns
+    for each method, None for none: its compute control, a model before RL), paired over the same episodes (same
     seed, same tasks), with a 95% interval that resamples seeds and tasks together and the difference the
     comparison could detect at 80% power (`stats.paired_comparison`).
 
@@ -134,9 +154,14 @@ def versus_il(
     pairs: dict[tuple[str, str], dict[int, dict[str, float]]] = defaultdict(dict)
     baseline_of = baseline_method if callable(baseline_method) else lambda method: baseline_method
     for r in rows:
-        if r["method"] in ("il", "il-compute", "random") and not callable(baseline_method):
+        if (r["method"] in ("il", "il-compute", "random") or r["method"].startswith(COMPUTE)) and not callable(
+            baseline_method
+        ):
             continue
-        il, other = wins(baseline_of(r["method"]), r["seed"], r["split"]), wins(r["method"], r["seed"], r["split"])
+        baseline = baseline_of(r["method"])
+        if baseline is None:
+            continue
+        il, other = wins(baseline, r["seed"], r["split"]), wins(r["method"], r["seed"], r["split"])
         if il is None or other is None:
             continue
         pairs[(r["method"], r["split"])][r["seed"]] = {t: float(other[t]) - float(il[t]) for t in set(il) & set(other)}
@@ -268,20 +293,30 @@ def seeds_markdown(pooled: dict[str, dict[str, dict[str, Any]]], splits: tuple[s
     return "\n".join(lines) + "\n"
 
 
-def markdown(pooled: dict[str, dict[str, dict[str, Any]]], splits: tuple[str, ...], title: str) -> str:
+def markdown(
+    pooled: dict[str, dict[str, dict[str, Any]]],
+    splits: tuple[str, ...],
+    title: str,
+    evaluation: str = "",
+    *,
+    level: int = 1,
+) -> str:
     methods = ordered(pooled)
+    how = f", {evaluation}" if evaluation else ""
     lines = [
-        f"# {title}",
+        f"{'#' * level} {title}",
         "",
-        "Success rate % over seeds (95% interval resampling seeds and tasks together; n = episodes of all seeds).",
+        f"Success rate % over seeds{how} (95% interval resampling seeds and tasks together; n = episodes of all "
+        "seeds).",
         "",
     ]
     lines.append(
         "| method | "
         + " | ".join(splits)
-        + f" | mean steps ({splits[0]}) | invalid actions % ({splits[0]}) | optimizer steps | training tokens |"
+        + f" | mean steps ({splits[0]}) | invalid actions % ({splits[0]}) | optimizer steps | checkpoint step |"
+        + " training tokens |"
     )
-    lines.append("|---|" + "---|" * len(splits) + "---|---|---|---|")
+    lines.append("|---|" + "---|" * len(splits) + "---|---|---|---|---|")
     for m in methods:
         cells = _cells(
             pooled[m],
@@ -293,7 +328,7 @@ def markdown(pooled: dict[str, dict[str, dict[str, Any]]], splits: tuple[str, ..
             f"| {method_name(m)} | "
             + " | ".join(cells)
             + f" | {first['mean_steps']:.1f} | {_pct(first['invalid_rate'])} | {first['train_steps']:,.0f} |"
-            + f" {first['train_tokens'] / 1e6:.2f}M |"
+            + f" {first.get('checkpoint_step', first['train_steps']):,.0f} | {first['train_tokens'] / 1e6:.2f}M |"
         )
     return "\n".join(lines) + "\n"
 
@@ -377,6 +412,17 @@ def terminal_summary(results: dict[str, Any]) -> str:
                 after[m], tuple(splits), lambda c: f"{_pct(c['success'])} ({_pct(c['ci_low'])}-{_pct(c['ci_high'])})"
             )
             lines.append(row(method_name(m)[:21], cells))
+    for evaluation, tables in (results.get("evaluations") or {}).items():
+        lines += ["", row(f"{evaluation}: success %", splits, f"minus IL ({splits[0]})")]
+        for m in ordered(tables["pooled"]):
+            cells = _cells(tables["pooled"][m], tuple(splits), lambda c: _pct(c["success"]))
+            versus = tables["compared"].get(m, {}).get(splits[0])
+            last = (
+                f"{_signed(versus['difference'])} ({_signed(versus['ci_low'])} to {_signed(versus['ci_high'])})"
+                if versus
+                else ""
+            )
+            lines.append(row(method_name(m)[:21], cells, last))
     for m, why in (results.get("not_trained") or {}).items():
         lines += ["", f"{method_name(m)} was not trained: {why}"]
     return "\n".join(line.rstrip() for line in lines) + "\n"
@@ -455,18 +501,22 @@ def rl_plot(curves: dict[str, list[float]], path: Path, title: str) -> None:
 
 
 def write_report(
-    out: Path, preset: Any, rows: list[dict[str, Any]], not_trained: dict[str, str] | None = None
+    out: Path,
+    preset: Any,
+    rows: list[dict[str, Any]],
+    not_trained: dict[str, str] | None = None,
+    compute_of: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """results.json, results.md and the plots of a run; `not_trained`: methods left out, with the reason."""
-    rl_rows = [r for r in rows if "@" in r["method"]]
-    rows = [r for r in rows if "@" not in r["method"]]
-    wins = episode_wins(out)
-    after = pool(rl_rows, wins)
-    gains = versus_il(out, rl_rows, lambda label: label.partition("@")[0], wins)
-    pooled = pool(rows, wins)
-    compared = versus_il(out, rows, wins=wins)
-    compute = versus_il(out, rows, "il-compute", wins) if "il-compute" in pooled else {}
-    lost = failures(out, rows, preset.env)
+    """results.json, results.md and the plots of a run; `not_trained`: methods left out, with the reason;
+    `compute_of`: each method's compute control (IL of its steps). The greedy evaluation makes the main tables;
+    each other evaluation of `preset.evaluations` (the likeliest valid action, sampling) has its own."""
+    evaluations = tuple(getattr(preset, "evaluations", ("greedy",)))
+    by_evaluation: dict[str, dict[str, Any]] = {}
+    for evaluation in evaluations:
+        mine = [r for r in rows if r.get("evaluation", "greedy") == evaluation]
+        by_evaluation[evaluation] = _tables(out, mine, evaluation, compute_of or {})
+    main = by_evaluation[evaluations[0]]
+    lost = failures(out, [r for r in main["rows"] if "@" not in r["method"]], preset.env)
     title = f"{preset.env}: {preset.model}, {preset.train_episodes} expert trajectories, k={preset.k}"
     results = {
         "preset": preset.name,
@@ -474,30 +524,74 @@ def write_report(
         "model": preset.model,
         "seeds": list(preset.seeds),
         "splits": list(preset.splits),
-        "results": pooled,
-        "versus_il": compared,
-        "versus_il_compute": compute,
+        "evaluation": evaluations[0],
+        "results": main["pooled"],
+        "versus_il": main["compared"],
+        "versus_il_compute": main["compute"],
+        "compute_of": compute_of or {},
         "failures": lost,
-        "after_rl": after,
-        "rl_gains": gains,
-        "per_seed": rows + rl_rows,
+        "after_rl": main["after"],
+        "rl_gains": main["gains"],
+        "evaluations": {
+            e: {k: by_evaluation[e][k] for k in ("pooled", "compared", "compute")} for e in evaluations[1:]
+        },
+        "per_seed": rows,
         "not_trained": not_trained or {},
         "config": asdict(preset),
         "versions": package_versions(("torch", "transformers", "trl")),
     }
     write_json_atomic(Path(out) / "results.json", results)
     splits = tuple(preset.splits)
-    text = (
-        markdown(pooled, splits, title)
-        + comparison_markdown(compared, splits)
-        + comparison_markdown(compute, splits, "IL trained for as many steps as the longest method")
-        + seeds_markdown(pooled, splits)
-        + failures_markdown(lost)
-        + rl_markdown(pooled, after, gains, splits)
-        + "".join(f"\n**{method_name(m)} was not trained**: {why}\n" for m, why in (not_trained or {}).items())
-    )
+    text = markdown(main["pooled"], splits, title, EVALUATION_NAMES.get(evaluations[0], evaluations[0]))
+    text += _comparisons(main, splits)
+    text += seeds_markdown(main["pooled"], splits) + failures_markdown(lost)
+    text += rl_markdown(main["pooled"], main["after"], main["gains"], splits)
+    for evaluation in evaluations[1:]:
+        tables = by_evaluation[evaluation]
+        text += "\n" + markdown(tables["pooled"], splits, f"{title}; {EVALUATION_NAMES[evaluation]}", "", level=2)
+        text += _comparisons(tables, splits)
+    text += "".join(f"\n**{method_name(m)} was not trained**: {why}\n" for m, why in (not_trained or {}).items())
     (Path(out) / "results.md").write_text(text, encoding="utf-8")
-    plot(pooled, tuple(preset.splits), Path(out) / "results.png", title)
-    if after:
+    plot(main["pooled"], splits, Path(out) / "results.png", title)
+    if main["after"]:
         rl_plot(rl_curves(out), Path(out) / "rl.png", title)
     return results
+
+
+EVALUATIONS: tuple[str, ...] = ("greedy", "score", "sample")
+"""How `run` can evaluate a model (`Preset.evaluations`); each writes its own folder (`eval_folder`)."""
+
+
+def eval_folder(evaluation: str) -> str:
+    """The folder of a run that holds one evaluation's files: eval/ (greedy), eval-score/, eval-sample/."""
+    return "eval" if evaluation == "greedy" else f"eval-{evaluation}"
+
+
+EVALUATION_NAMES = {
+    "greedy": "greedy generation",
+    "score": "the likeliest valid action (decisions apart from spelling)",
+    "sample": "generation sampled at the paper's temperature",
+}
+
+
+def _tables(out: Path, rows: list[dict[str, Any]], evaluation: str, compute_of: dict[str, str]) -> dict[str, Any]:
+    """One evaluation's numbers: pooled success, differences from IL and from each method's compute control,
+    and (greedy) the RL rows."""
+    wins = episode_wins(out, eval_folder(evaluation))
+    rl_rows = [r for r in rows if "@" in r["method"]]
+    plain = [r for r in rows if "@" not in r["method"]]
+    pooled = pool(plain, wins)
+    return {
+        "rows": plain,
+        "pooled": pooled,
+        "compared": versus_il(out, plain, wins=wins),
+        "compute": versus_il(out, plain, compute_of.get, wins) if compute_of else {},
+        "after": pool(rl_rows, wins),
+        "gains": versus_il(out, rl_rows, lambda label: label.partition("@")[0], wins),
+    }
+
+
+def _comparisons(tables: dict[str, Any], splits: tuple[str, ...]) -> str:
+    return comparison_markdown(tables["compared"], splits) + comparison_markdown(
+        tables["compute"], splits, "IL trained for the same optimizer steps"
+    )

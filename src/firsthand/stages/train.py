@@ -45,6 +45,7 @@ from firsthand.models import load, require_training_stack
 from firsthand.progress import Progress, no_progress
 from firsthand.prompts import with_placeholder_thought
 from firsthand.stats import BUDGET_RULES, plan_steps
+from firsthand.validation import Validator
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +74,24 @@ class TrainConfig:
     """Seed of initialisation, data order and sampling."""
     save_steps: int = 200
     """Checkpoint every this many steps (the unit of resumption)."""
-    budget: str = "matched"
-    """How the other methods' steps relate to IL's: matched (every method gets IL's optimizer steps) or
-    paper (the paper's released configurations: one epoch of world-model data before IL's budget; SR's
-    epochs over the mixed set)."""
+    budget: str = "paper"
+    """How the other methods' steps relate to IL's (`stats.plan_steps`): paper (the authors' released
+    configurations: one epoch of world-model data before IL's budget; SR's epochs over the mixed set), auto
+    (paper, from the IL budget its validation chose: `il_steps`) or matched (every method gets IL's optimizer
+    steps, a compute-matched variant)."""
+    il_steps: int | None = None
+    """IL's budget in optimizer steps, chosen on validation (rule auto); None: `epochs` over the expert data."""
     steps: int | None = None
     """Train IL for exactly this many optimizer steps instead of its epochs (the compute control)."""
+    validate_every: int = 0
+    """Measure the model on the validation tasks every this many steps (and at the last) and finish at the
+    best checkpoint (`validation`); 0: never, the model is the last step's."""
+    patience: int | None = None
+    """With `validate_every`: stop after this many validations without a better one (IL's budget search:
+    the best step becomes every method's budget); None: train the whole budget."""
+    aux_weight: float = 0.05
+    """iwm-aux and actobs: the weight lambda of the world-model records' loss beside the expert records' (rLLM
+    recommends 0.01-0.05; one large model collapsed at 0.05)."""
     placeholder_thought: bool = True
     """In SR's and STaR's mixed set, expert records begin with a placeholder thought, as reflections begin with
     theirs (`prompts.PLACEHOLDER_THOUGHT`, the authors' ALFWorld release), so an SR model thinks before it
@@ -87,6 +100,18 @@ class TrainConfig:
     def validate(self) -> None:
         if self.budget not in BUDGET_RULES:
             raise UnknownNameError(f"unknown budget rule {self.budget!r}; valid rules: {', '.join(BUDGET_RULES)}")
+        if self.budget == "auto" and self.il_steps is None:
+            raise InvalidInputError(
+                "budget auto needs IL's validated budget (il_steps): `firsthand run` finds it by training IL with "
+                "validation first; for `firsthand train`, pass --il-steps N or choose --budget paper or matched"
+            )
+        if self.aux_weight < 0:
+            raise InvalidInputError(f"aux_weight must be at least 0, got {self.aux_weight!r}")
+        if self.validate_every < 0 or (self.patience is not None and self.patience < 1):
+            raise InvalidInputError(
+                f"validate_every must be at least 0 (got {self.validate_every!r}) and patience at least 1 or None "
+                f"(got {self.patience!r})"
+            )
 
 
 def _conversational(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -94,6 +119,7 @@ def _conversational(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         {
             "prompt": [{"role": "user", "content": r["prompt"]}],
             "completion": [{"role": "assistant", "content": r["completion"]}],
+            **({"weight": r["weight"]} if "weight" in r else {}),  # a loss weight (`auxiliary_batches`)
         }
         for r in records
     ]
@@ -148,9 +174,27 @@ def completion_trainer() -> type:
     from trl import SFTTrainer
 
     class CompletionSFTTrainer(SFTTrainer):
+        validator: Validator | None = None
+        """Set: evaluation measures the model on the validation tasks (`validation.Validator`)."""
+
+        def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> Any:
+            if self.validator is None:
+                return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+            measured = self.validator.measure(self.model, self.processing_class)
+            metrics = {f"{metric_key_prefix}_{k}": v for k, v in measured.items()}
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            return metrics
+
+        def _set_signature_columns_if_needed(self) -> None:
+            super()._set_signature_columns_if_needed()
+            if "weight" not in self._signature_columns:  # a record's loss weight survives to the collator
+                self._signature_columns = [*self._signature_columns, "weight"]
+
         def compute_loss(
             self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
         ) -> Any:
+            weight = inputs.pop("weight", None)  # [B]: each record's loss weight (auxiliary methods), or none
             labels = inputs["labels"][:, 1:]  # [B, T-1]: the token each position predicts
             keep = (labels != -100).any(0).nonzero().squeeze(1)  # positions with a label in some row
             outputs = model(
@@ -160,9 +204,15 @@ def completion_trainer() -> type:
                 logits_to_keep=keep,
             )
             logits = outputs.logits.float()  # [B, len(keep), V]
-            total = torch.nn.functional.cross_entropy(
-                logits.flatten(0, 1), labels[:, keep].flatten(), ignore_index=-100, reduction="sum"
-            )
+            if weight is None:
+                total = torch.nn.functional.cross_entropy(
+                    logits.flatten(0, 1), labels[:, keep].flatten(), ignore_index=-100, reduction="sum"
+                )
+            else:
+                per_token = torch.nn.functional.cross_entropy(
+                    logits.transpose(1, 2), labels[:, keep], ignore_index=-100, reduction="none"
+                )  # [B, len(keep)]
+                total = (per_token * weight.to(per_token.dtype)[:, None]).sum()
             count = (labels != -100).sum() if num_items_in_batch is None else num_items_in_batch
             loss = total / torch.as_tensor(count).clamp(min=1)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
@@ -180,29 +230,60 @@ def _sft_stage(
     out: Path,
     config: TrainConfig,
     on_step: Callable[[int], None] | None,
+    validator: Validator | None = None,
 ) -> dict[str, Any]:
-    """One SFTTrainer run of exactly `steps` optimizer steps on `records` (cycling epochs as needed)."""
+    """One SFTTrainer run of exactly `steps` optimizer steps on `records` (cycling epochs as needed); with a
+    `validator` and `config.validate_every`, measured every so many steps and finished at the best
+    checkpoint, stopping early after `config.patience` validations without a better one."""
     from datasets import Dataset
-    from transformers import TrainerCallback
+    from transformers import EarlyStoppingCallback, TrainerCallback
 
     class Progress(TrainerCallback):
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if on_step:
                 on_step(1)
 
-    args = sft_config(config, steps, out, parameters=model.num_parameters())
+    validating = validator is not None and config.validate_every > 0
+    overrides: dict[str, Any] = {}
+    if validating:
+        # Hugging Face's own best-checkpoint tracking: a checkpoint at every validation, the best one kept beside
+        # the last (save_total_limit 1) and loaded at the end; both resume with the trainer's state.
+        overrides = dict(
+            eval_strategy="steps",
+            eval_steps=config.validate_every,
+            save_steps=config.validate_every,
+            load_best_model_at_end=True,
+            metric_for_best_model="selection",
+            greater_is_better=True,
+        )
+    weighted = bool(records) and "weight" in records[0]
+    if weighted:  # auxiliary batches: read in the order built, twice the batch (expert + world-model records)
+        overrides.update(
+            train_sampling_strategy="sequential",
+            per_device_train_batch_size=2 * config.batch_size // world_size(),
+        )
+    args = sft_config(config, steps, out, parameters=model.num_parameters(), **overrides)
     import datasets
 
     shown = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # TRL's tokenizing bars would cut through the caller's progress display
     try:
-        trainer = completion_trainer()(
+        callbacks: list[Any] = [Progress()]
+        if validating and config.patience is not None:
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
+        trainer_class = completion_trainer()
+        trainer = trainer_class(
             model=model,
             args=args,
             train_dataset=Dataset.from_list(_conversational(records)),
+            # the Trainer wants evaluation data to evaluate at all; the validator measures instead
+            eval_dataset=Dataset.from_list(_conversational(records[:1])) if validating else None,
             processing_class=tokenizer,
-            callbacks=[Progress()],
+            callbacks=callbacks,
         )
+        trainer.validator = validator if validating else None
+        if weighted:
+            trainer.data_collator = _with_weights(trainer.data_collator)
     finally:
         if shown:
             datasets.enable_progress_bars()
@@ -218,26 +299,65 @@ def _sft_stage(
     seconds = time.perf_counter() - start
     tokens = sum(len(x["input_ids"]) for x in trainer.train_dataset)
     summary = {
-        "steps": steps,
+        "steps": trainer.state.global_step,  # `steps`, unless validation stopped the stage early
+        "planned_steps": steps,
         "examples": len(records),
         "seconds": seconds,
         "train_loss": result.training_loss,
-        "epochs": steps * config.batch_size / len(records),
+        # passes over the expert data (auxiliary batches: over its records of weight 1, half of every batch)
+        "epochs": steps * config.batch_size / len(_expert_records(records)),
         "processes": world_size(),  # data-parallel processes sharing each batch of `batch_size`
         "tokens_per_epoch": tokens,
         "tokens": int(trainer.state.num_input_tokens_seen),  # processed, prompt and completion, no padding
         "loss_history": [h for h in trainer.state.log_history if "loss" in h],
     }
+    if validating:
+        summary["validation"] = [
+            {"step": h["step"], **{k[5:]: v for k, v in h.items() if k.startswith("eval_") and k[5:] in _MEASURES}}
+            for h in trainer.state.log_history
+            if "eval_selection" in h
+        ]
+        summary["best_step"] = trainer.state.best_global_step or trainer.state.global_step
     return summary
 
 
-TRAIN_METHODS: tuple[str, ...] = ("il", "iwm", "sr", "iwm+sr", "star")
+_MEASURES = ("accuracy", "success", "selection")
+
+
+def _expert_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The distinct records a stage imitates: all of them, or those of weight 1 in auxiliary batches."""
+    if not records or "weight" not in records[0]:
+        return records
+    return list({(r["prompt"], r["completion"]): r for r in records if r["weight"] == 1.0}.values())
+
+
+def _with_weights(collate: Callable[[list[dict[str, Any]]], dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """TRL's collator, with each record's loss weight beside the batch it pads (it knows no such column)."""
+    import torch
+
+    def collate_weighted(examples: list[dict[str, Any]]) -> dict[str, Any]:
+        weights = [float(e.get("weight", 1.0)) for e in examples]
+        batch = collate([{k: v for k, v in e.items() if k != "weight"} for e in examples])
+        batch["weight"] = torch.tensor(weights)
+        return batch
+
+    return collate_weighted
+
+
+TRAIN_METHODS: tuple[str, ...] = ("il", "iwm", "sr", "iwm+sr", "star", "iwm-aux", "actobs")
 """What `train` can run: IL, IWM, SR, IWM's world-model stage followed by SR's data (the paper never
-combines the two), and the STaR baseline (its rationales mixed with the expert data, SR's budget)."""
+combines the two), the STaR baseline (its rationales mixed with the expert data, SR's budget), and world
+modeling as an auxiliary loss in IL's own steps: on the branched alternatives' outcomes (`iwm-aux`) or, the
+control, on the expert's own next observations only (`actobs`, no branching)."""
+AUXILIARY = {"iwm-aux": "alternative", "actobs": "expert_transition"}
+"""The auxiliary methods and the IWM records each adds to every batch (by `kind`): every executed action's
+outcome (the expert's and the alternatives'), or only the expert's."""
 
 
 def needed_data(method: str) -> list[str]:
     """The build directories `method` trains on: the expert (IL) data always, and its own."""
+    if method in AUXILIARY:
+        return ["il", "iwm"]
     return ["il"] + [kind for kind in ("iwm", *RATIONALES) if kind in method.split("+")]
 
 
@@ -268,6 +388,16 @@ def plan_budget(
                 f"steps={config.steps!r}: a fixed step count is for IL (the compute control), at least 1"
             )
         return [("expert", config.steps)]
+    if method in AUXILIARY:  # world modeling takes no imitation step: IL's budget, both kinds in every batch
+        il = plan_steps(
+            "il",
+            config.budget,
+            expert=n_expert,
+            batch_size=config.batch_size,
+            epochs=config.epochs,
+            il_steps=config.il_steps,
+        )
+        return [(f"expert+{method}", il[0][1])]
     iwm = n_extra if "iwm" in method else 0
     sr = n_sr if method == "iwm+sr" else n_extra if method in RATIONALES else 0
     stages = plan_steps(
@@ -279,6 +409,7 @@ def plan_budget(
         batch_size=config.batch_size,
         epochs=config.epochs,
         iwm_share=config.iwm_share,
+        il_steps=config.il_steps,
     )
     return [("star+expert" if method == "star" and kind == "sr+expert" else kind, steps) for kind, steps in stages]
 
@@ -299,11 +430,13 @@ def train(
     config: TrainConfig | None = None,
     *,
     progress: Progress = no_progress,
+    validator: Validator | None = None,
 ) -> dict[str, Any]:
     """Train `method` from `base_model` on the build directories in `data` (keys il, iwm, sr).
 
     Writes the final model to `out`/model, with the prompt settings of its data beside the weights
-    (`artifacts.MODEL_PROMPT`), and returns the manifest (stage "train").
+    (`artifacts.MODEL_PROMPT`), and returns the manifest (stage "train"). With a `validator` and
+    `config.validate_every`, every policy stage (not IWM's world-model stage) finishes at its best checkpoint.
     """
     require_training_stack()
     config = config or TrainConfig()
@@ -326,6 +459,8 @@ def train(
         "train": asdict(config),
         "stages": stages,
     }
+    if validator is not None and config.validate_every:
+        stage_config["validation"] = validator.describe()
     done = finished(out, "train", stage_config)
     if done is not None:
         return done
@@ -343,7 +478,7 @@ def train(
     torch.manual_seed(config.seed)
     model, tokenizer = _prepare(*load(base_model, for_training=True), config)
     with progress(f"train {method} seed {config.seed}", sum(steps for _, steps in stages)) as advance:
-        stage_dir, summaries = _train_stages(model, tokenizer, stages, records, out, config, advance)
+        stage_dir, summaries = _train_stages(model, tokenizer, stages, records, out, config, advance, validator)
     final = out / "model"
     if main:
         if final.exists():
@@ -371,6 +506,7 @@ def _train_stages(
     out: Path,
     config: TrainConfig,
     on_step: Callable[[int], None],
+    validator: Validator | None = None,
 ) -> tuple[Path, list[dict[str, Any]]]:
     """Run `stages` in order, each from the model the one before left; return the last stage's folder
     and every stage's summary."""
@@ -388,7 +524,8 @@ def _train_stages(
             summaries.append(json.loads((stage_dir / "stage.json").read_text()))
             continue
         examples = stage_examples(kind, steps, records, config, rng)
-        summary = {"data": kind, **_sft_stage(model, tokenizer, examples, steps, stage_dir, config, on_step)}
+        policy = validator if kind != "iwm" else None  # a world-model stage is no policy to validate
+        summary = {"data": kind, **_sft_stage(model, tokenizer, examples, steps, stage_dir, config, on_step, policy)}
         if main:
             _save(model, tokenizer, stage_dir / "model", config)
             for checkpoint in stage_dir.glob("checkpoint-*"):  # the stage's model is saved: checkpoints can go
@@ -407,6 +544,8 @@ def stage_examples(
     thought (`TrainConfig.placeholder_thought`), shuffled."""
     if kind == "expert":
         return records["il"]
+    if kind.startswith("expert+") and kind[7:] in AUXILIARY:
+        return auxiliary_batches(records, AUXILIARY[kind[7:]], steps, config, rng)
     if kind == "iwm":
         return rng.sample(records["iwm"], min(len(records["iwm"]), steps * config.batch_size))
     expert = records["il"]
@@ -415,6 +554,31 @@ def stage_examples(
     examples = records[kind.split("+")[0]] + expert  # sr+expert, star+expert
     rng.shuffle(examples)
     return examples
+
+
+def auxiliary_batches(
+    records: dict[str, list[dict[str, Any]]], kind: str, steps: int, config: TrainConfig, rng: random.Random
+) -> list[dict[str, Any]]:
+    """`steps` batches in order, each `batch_size` expert records (epoch after epoch, reshuffled, as IL sees
+    them) then `batch_size` world-model records (of `kind`; the expert transitions count for "alternative"
+    too: every executed action's outcome), those weighted by `aux_weight`. Read in this order (a sequential
+    sampler, batches of twice `batch_size`), IL's step count and its expert batches stay IL's."""
+    aux = [r for r in records["iwm"] if r["kind"] == kind or kind == "alternative"]
+    if not aux:
+        raise InvalidInputError(f"the IWM data holds no {kind} records to add as an auxiliary loss")
+
+    def cycle(items: list[dict[str, Any]]) -> Any:
+        while True:
+            order = list(items)
+            rng.shuffle(order)
+            yield from order
+
+    expert, world = cycle(records["il"]), cycle(aux)
+    out = []
+    for _ in range(steps):
+        out += [{**next(expert), "weight": 1.0} for _ in range(config.batch_size)]
+        out += [{**next(world), "weight": config.aux_weight} for _ in range(config.batch_size)]
+    return out
 
 
 def _prepare(model: Any, tokenizer: Any, config: TrainConfig) -> tuple[Any, Any]:

@@ -12,6 +12,7 @@ from firsthand.contract import SPLITS, Env, InvalidInputError, NoExpertError
 from firsthand.envs.household.world import (
     APPLIANCE,
     LAMP,
+    NOVEL_TEST,
     SPLIT_SIZE,
     STANDARD,
     TRANSFORM,
@@ -115,6 +116,7 @@ class HouseholdEnv(Env):
     """
 
     name: ClassVar[str] = "household"
+    splits: ClassVar[tuple[str, ...]] = (*SPLITS, NOVEL_TEST)
     snapshot_native: ClassVar[bool] = True
     default_max_steps: ClassVar[int] = 20
     """Twice the expert's longest plan (10 steps): what `run` and `eval` play to."""
@@ -126,12 +128,20 @@ class HouseholdEnv(Env):
         max_steps: int | None = None,
         receptacles: float = STANDARD.receptacles,
         habit: float = STANDARD.habit,
+        novel_objects: bool = STANDARD.novel_objects,
     ) -> None:
-        """`receptacles` and `habit`: the world's difficulty (`world.Difficulty`), e.g.
-        ``--env household:receptacles=2:habit=0.5`` for a harder out-of-domain split."""
+        """`receptacles`, `habit` and `novel_objects`: the world's difficulty and splits (`world.Difficulty`),
+        e.g. ``--env household:receptacles=2:habit=0.5`` for a harder out-of-domain split."""
         super().__init__(split, max_steps=max_steps)
+        if split == NOVEL_TEST and novel_objects is not True:
+            raise InvalidInputError(
+                f"household's {NOVEL_TEST} split is for the worlds whose training goals leave its objects out: "
+                f"name the environment household:novel_objects=true"
+            )
         try:
-            self.difficulty = Difficulty(receptacles=float(receptacles), habit=float(habit))
+            self.difficulty = Difficulty(
+                receptacles=float(receptacles), habit=float(habit), novel_objects=novel_objects is True
+            )
         except (TypeError, ValueError) as e:
             raise InvalidInputError(
                 f"environment household: {e} (for example --env household:receptacles=2:habit=0.5)"
@@ -147,7 +157,7 @@ class HouseholdEnv(Env):
 
     def _parse_task(self, task: str) -> Task:
         split, _, index = task.rpartition("-")
-        if split not in SPLITS or not index.isdigit():
+        if split not in self.splits or not index.isdigit():
             raise InvalidInputError(
                 f"unknown household task {task!r}; task identifiers look like 'train-12' (split-index), see env.tasks()"
             )
@@ -366,7 +376,11 @@ def failure_categories(task: str, actions: Sequence[str], difficulty: Difficulty
     """The categories of a lost episode of `task` that took `actions` (see `CATEGORIES`)."""
     split = task.rpartition("-")[0]
     env = HouseholdEnv(
-        split, max_steps=max(1, len(actions)), receptacles=difficulty.receptacles, habit=difficulty.habit
+        split,
+        max_steps=max(1, len(actions)),
+        receptacles=difficulty.receptacles,
+        habit=difficulty.habit,
+        novel_objects=difficulty.novel_objects,
     )
     observation, _ = env.reset(task)
     goal_kind = env._require_task().obj_kind

@@ -197,6 +197,10 @@ class Difficulty:
     harder split is named on the command line and recorded in every manifest with the environment's name.
     The defaults generate the worlds every earlier result was measured on."""
 
+    novel_objects: bool = False
+    """Keep the goal kinds of `novel_goal` out of the goals of train, id_test and ood_test, and make them the
+    goals of the split novel_test: objects the expert never takes in training, which training text names only
+    in observations (those of alternatives, which world-model targets hold, and the expert's own)."""
     receptacles: float = 1.0
     """Scale of the count of every receptacle kind a room can hold several of (cabinets, drawers, shelves):
     2.0 doubles them, so there are more places to search; kinds a room has one of (a fridge) stay one."""
@@ -228,8 +232,21 @@ GOAL_TEMPLATES: dict[str, tuple[str, ...]] = {
     "pick_two_obj_and_place": ("put two {o} in {r}.", "find two {o} and put them in {r}."),
 }
 
-SPLIT_SEED_BASE: dict[str, int] = {"train": 0, "id_test": 1_000_000_000, "ood_test": 2_000_000_000}
-SPLIT_SIZE: dict[str, int] = {"train": 20_000, "id_test": 2_000, "ood_test": 2_000}
+NOVEL_TEST = "novel_test"
+"""The split of goal objects no expert target names in training (with ``household:novel_objects=true``)."""
+SPLIT_SEED_BASE: dict[str, int] = {
+    "train": 0,
+    "id_test": 1_000_000_000,
+    "ood_test": 2_000_000_000,
+    NOVEL_TEST: 3_000_000_000,
+}
+SPLIT_SIZE: dict[str, int] = {"train": 20_000, "id_test": 2_000, "ood_test": 2_000, NOVEL_TEST: 2_000}
+
+
+def novel_goal(obj_kind: str) -> bool:
+    """True for the object kinds novel_test has as goals (8 of 49: cellphone, dishsponge, fork, laptop, mug,
+    pencil, spraybottle, tissuebox): a fixed hash, so it never changes between runs or machines."""
+    return zlib.crc32(f"novel|{obj_kind}".encode()) % 4 == 0
 
 
 def held_out(obj_kind: str, destination: str) -> bool:
@@ -262,11 +279,15 @@ def kind_of(name: str) -> str:
     return name.rsplit(" ", 1)[0]
 
 
-def _candidates(room: str, task_type: str, present: set[str], split: str) -> list[tuple[str, str]]:
+def _candidates(
+    room: str, task_type: str, present: set[str], split: str, novel_objects: bool = False
+) -> list[tuple[str, str]]:
     """The (object kind, destination) pairs this task type allows in a room with these receptacles."""
     pairs: list[tuple[str, str]] = []
     for obj, kind in OBJECTS[room].items():
         if not any(s in present for s in kind.spots):
+            continue
+        if novel_objects and novel_goal(obj) != (split == NOVEL_TEST):
             continue
         transform = TRANSFORM.get(task_type)
         if transform and not getattr(kind, transform):
@@ -278,7 +299,7 @@ def _candidates(room: str, task_type: str, present: set[str], split: str) -> lis
             # The object must be findable somewhere other than the destination kind.
             destinations = [d for d in destinations if any(s != d and s in present for s in kind.spots)]
         for dest in destinations:
-            if held_out(obj, dest) == (split == "ood_test"):
+            if split == NOVEL_TEST or held_out(obj, dest) == (split == "ood_test"):
                 pairs.append((obj, dest))
     return pairs
 
@@ -303,7 +324,7 @@ def generate(split: str, index: int, difficulty: Difficulty = STANDARD) -> Task:
         present = {kind_of(r) for r in receptacles}
         if task_type == "look_at_obj_in_light" and not present & set(LAMP_SPOTS):
             continue
-        pairs = _candidates(room, task_type, present, split)
+        pairs = _candidates(room, task_type, present, split, difficulty.novel_objects)
         if pairs:
             break
     else:  # pragma: no cover - the tables guarantee candidates; this guards table edits
