@@ -321,3 +321,60 @@ def test_the_rl_command_runs_reports_each_iteration_and_refuses_bad_input(small_
         bad = subprocess.run([*cli, "--out", str(tmp_path / "b"), *args], capture_output=True, text=True, timeout=120)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
     assert not (tmp_path / "b").exists()
+
+
+def _plain_losses(model, samples, advantages_matter: bool, obs_weight: float):  # noqa: ANN001, ANN202
+    """A plain loop over samples, one sequence at a time: the policy term -A x ratio (ratio 1 at the first
+    update, so its gradient is -A x grad log p) as a token-mean over completions, plus obs_weight x the
+    token-mean cross-entropy of the next-observation tokens."""
+    policy, policy_tokens, obs, obs_tokens = 0.0, 0, 0.0, 0
+    for s in samples:
+        ids = torch.tensor([s.prompt_ids + s.completion_ids + s.observation_ids])
+        logprobs = model(input_ids=ids).logits[0, :-1].float().log_softmax(-1)
+        targets = ids[0, 1:]
+        token = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        start = len(s.prompt_ids) - 1
+        action = token[start : start + len(s.completion_ids)]
+        policy = policy + (-s.advantage * torch.exp(action - action.detach())).sum()
+        policy_tokens += len(s.completion_ids)
+        if s.observation_ids:
+            obs = obs - token[start + len(s.completion_ids) :].sum()
+            obs_tokens += len(s.observation_ids)
+    loss = (policy / policy_tokens if advantages_matter else 0.0) + obs_weight * obs / max(1, obs_tokens)
+    return loss
+
+
+@pytest.mark.parametrize("obs_weight", [0.0, 0.5])
+def test_observation_tokens_carry_the_loss_and_action_tokens_the_advantage(
+    small_model: Path, obs_weight: float
+) -> None:
+    """One update with the observation loss: its gradient equals the plain loop's, where the next observation's
+    tokens get obs_weight x cross-entropy and no advantage, and the action tokens the advantage only."""
+    from firsthand.models import load
+    from firsthand.stages.rl import _Sample, update
+
+    model, tokenizer = load(small_model, for_training=True)
+    rng = random.Random(1)
+
+    def sample(advantage: float) -> _Sample:
+        ids = lambda n: [rng.randrange(5, 200) for _ in range(n)]  # noqa: E731
+        return _Sample(ids(6), ids(3), "", False, advantage, observation_ids=ids(5))
+
+    samples = [sample(1.0), sample(-0.5), sample(0.0)]
+    config = RLConfig(obs_loss=obs_weight, kl_coef=0.0, minibatch_size=8, micro_batch_size=2, grad_clip=1e9)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # the step changes nothing: the gradient stays to read
+    reference = load(small_model)[0]
+    model.eval()
+    update(model, reference, optimizer, samples, config, tokenizer.pad_token_id, random.Random(0))
+    got = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    _plain_losses(model, samples, True, obs_weight).backward()
+    for a, b in zip(got, (p.grad for p in model.parameters()), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_rl_with_the_observation_loss_logs_it_on_rollouts_and_held_out_steps(small_model: Path, tmp_path: Path) -> None:
+    manifest = rl(small_model, "household", tmp_path / "rl", _small(iterations=1, obs_loss=0.1))
+    final = manifest["final"]
+    assert final["obs_loss"] > 0 and final["obs_loss_validation"] > 0
+    assert final["trained_samples"] == final["samples"]  # every sample carries its observation's loss

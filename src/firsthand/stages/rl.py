@@ -26,7 +26,7 @@ import random
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from firsthand.inference import AgentInput, Generation, ModelAgent
 from firsthand.models import check_model_folder, load
 from firsthand.policy_gradient import ALGORITHMS, episode_advantages, ppo_clip_loss, step_rewards
 from firsthand.progress import Progress, no_progress
-from firsthand.prompts import PromptConfig, parse_action
+from firsthand.prompts import PromptConfig, parse_action, world_model_completion
 from firsthand.registry import opened
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,12 @@ class RLConfig:
     """Samples per forward/backward pass (memory only: gradients are accumulated to the minibatch)."""
     rollout_batch_size: int = 64
     """Episodes stepped together in rollouts (one generate call)."""
+    obs_loss: float = 0.0
+    """Weight of the next-observation loss (PaW's form of world modeling during RL): each step sample's
+    completion is followed by the environment's real next observation, whose tokens are trained with this
+    weight and no advantage (every sample, zero-advantage ones included); 0: off."""
+    obs_tokens: int = 128
+    """Most tokens of a next observation trained on (`obs_loss`)."""
     grad_clip: float = 1.0
     """Largest gradient norm of an optimizer step (clipped above it)."""
     skip_zero_advantage: bool = True
@@ -121,6 +127,11 @@ class RLConfig:
             )
         if self.temperature <= 0:
             raise InvalidInputError(f"--temperature must be above 0 (rollouts are sampled), got {self.temperature!r}")
+        if self.obs_loss < 0 or self.obs_tokens < 1:
+            raise InvalidInputError(
+                f"--obs-loss must be at least 0 (got {self.obs_loss!r}) and --obs-tokens at least 1 "
+                f"(got {self.obs_tokens!r})"
+            )
 
 
 @dataclass
@@ -132,6 +143,8 @@ class _Sample:
     state: str
     malformed: bool
     advantage: float = 0.0
+    observation_ids: list[int] = field(default_factory=list)
+    """The environment's next observation as tokens after the completion (`RLConfig.obs_loss`)."""
 
 
 class _Reply(str):
@@ -184,6 +197,12 @@ def rollouts(
         max_steps=config.max_steps,
         on_step=record,
     )
+    if config.obs_loss:  # each step's reply is followed by what the environment answered to it
+        tokenizer = agent.tokenizer
+        for i, r in enumerate(results):
+            for j, sample in enumerate(steps[i]):
+                text = world_model_completion(r.observations[j + 1])
+                sample.observation_ids = tokenizer(text, add_special_tokens=False)["input_ids"][: config.obs_tokens]
     episodes = []
     for i, r in enumerate(results):
         malformed = [s.malformed for s in steps[i]]
@@ -221,6 +240,14 @@ def sequence_logprobs(model: Any, samples: Sequence[_Sample], pad_id: int, tempe
     return logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1), mask.to(device)
 
 
+def observation_loss(model: Any, samples: Sequence[_Sample], pad_id: int) -> tuple[Any, int]:
+    """The summed cross-entropy of each sample's next-observation tokens after its prompt and completion, and
+    how many tokens that is (the observation is read as a continuation: no advantage, no clip, no KL)."""
+    continued = [_Sample(s.prompt_ids + s.completion_ids, s.observation_ids, s.state, s.malformed) for s in samples]
+    logprobs, mask = sequence_logprobs(model, continued, pad_id)
+    return -(logprobs * mask).sum(), int(mask.sum())
+
+
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -251,11 +278,18 @@ def update(
                     store[id(s)] = logprobs[row, logprobs.shape[1] - len(s.completion_ids) :]
     totals = {"policy_loss": 0.0, "kl": 0.0, "clip_fraction": 0.0}
     tokens_seen = 0
+    observed, observed_tokens = 0.0, 0
     model.train()
     for minibatch in _chunks(order, config.minibatch_size):
         optimizer.zero_grad(set_to_none=True)
         tokens = sum(len(s.completion_ids) for s in minibatch)
+        obs_tokens = sum(len(s.observation_ids) for s in minibatch) if config.obs_loss else 0
         for micro in _chunks(minibatch, config.micro_batch_size):
+            if obs_tokens:  # lambda x the minibatch's mean next-observation cross-entropy, this micro-batch's share
+                summed, counted_obs = observation_loss(model, micro, pad_id)
+                (config.obs_loss * summed / obs_tokens).backward()
+                observed += float(summed.detach())
+                observed_tokens += counted_obs
             logprobs, mask = sequence_logprobs(model, micro, pad_id, config.temperature)
             advantages = torch.tensor([s.advantage for s in micro], dtype=logprobs.dtype, device=logprobs.device)
             loss, parts = ppo_clip_loss(
@@ -279,6 +313,7 @@ def update(
     return {name: value / max(1, tokens_seen) for name, value in totals.items()} | {
         "update_tokens": tokens_seen,
         "update_sequence_tokens": read,
+        **({"obs_loss": observed / observed_tokens} if observed_tokens else {}),
     }
 
 
@@ -354,11 +389,14 @@ def rl(
         response_prefix=response_prefix,
     )
     pad_id = tokenizer.pad_token_id
+    held = held_out_steps(agent, env, pool, config, prompt) if config.obs_loss else []
     with progress(f"rl {config.algo} seed {config.seed}", config.iterations) as advance:
         if start:
             advance(start)
         for iteration in range(start, config.iterations):
             stats = _iteration(agent, reference, optimizer, env, pool, config, prompt, pad_id, iteration)
+            if held:
+                stats["obs_loss_validation"] = _mean_observation_loss(agent.model, held, pad_id, config)
             history.append(stats)
             _save_checkpoint(out, model, tokenizer, optimizer, history)
             log.info(
@@ -392,6 +430,59 @@ def rl(
     )
 
 
+HELD_OUT_TASKS = 8
+"""Expert episodes (training tasks after the RL task pool) whose steps measure the next-observation loss."""
+
+
+def held_out_steps(
+    agent: ModelAgent, env: str, pool: Sequence[str], config: RLConfig, prompt: PromptConfig
+) -> list[_Sample]:
+    """The expert's steps on `HELD_OUT_TASKS` training tasks RL never plays, as step samples with their next
+    observations: the observation loss measured apart from the rollouts it trains on."""
+    from firsthand.contract import FirsthandError
+    from firsthand.prompts import action_completion, policy_prompt
+    from firsthand.replay import replay
+
+    tokenizer, samples = agent.tokenizer, []
+    with opened(env, "train") as e:
+        tasks = e.tasks(len(pool) + HELD_OUT_TASKS)[len(pool) :]
+        for task in tasks:
+            e.reset(task)
+            try:
+                trajectory = replay(e, task, e.expert_actions())
+            except FirsthandError:
+                continue
+            history: list[tuple[str, str]] = []
+            for step in trajectory.steps:
+                text = agent.render(
+                    policy_prompt(trajectory.goal, history, step.observation, step.valid_actions, prompt)
+                )
+                completion = tokenizer(action_completion(step.action), add_special_tokens=False)["input_ids"]
+                observed = tokenizer(world_model_completion(step.next_observation), add_special_tokens=False)
+                samples.append(
+                    _Sample(
+                        tokenizer(text, add_special_tokens=False)["input_ids"][-agent.max_prompt_tokens :],
+                        completion + [tokenizer.eos_token_id],
+                        "",
+                        False,
+                        observation_ids=observed["input_ids"][: config.obs_tokens],
+                    )
+                )
+                history.append((step.observation, step.action))
+    return samples
+
+
+def _mean_observation_loss(model: Any, samples: list[_Sample], pad_id: int, config: RLConfig) -> float:
+    import torch
+
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for micro in _chunks(samples, config.micro_batch_size):
+            summed, n = observation_loss(model, micro, pad_id)
+            total, count = total + float(summed), count + n
+    return total / max(1, count)
+
+
 def _iteration(
     agent: ModelAgent,
     reference: Any,
@@ -416,7 +507,8 @@ def _iteration(
         for s, a in zip(steps, values, strict=True):
             s.advantage = a
             flat.append(s)
-    trained = [s for s in flat if s.advantage != 0.0] if config.skip_zero_advantage else flat
+    skip = config.skip_zero_advantage and not config.obs_loss  # with obs_loss every sample has a loss
+    trained = [s for s in flat if s.advantage != 0.0] if skip else flat
     began = time.perf_counter()
     losses = update(
         agent.model, reference, optimizer, trained, config, pad_id, random.Random(f"{config.seed}:{iteration}")
