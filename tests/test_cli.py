@@ -214,7 +214,8 @@ def test_run_smoke_preset_end_to_end(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("size",), "unknown sweep axis 'size'; valid axes: demos, k, width"),
+        (("size",), "unknown sweep axis 'size'; valid axes: demos, k, width, aux-weight"),
+        (("aux-weight",), "add them (--methods il,iwm-aux,actobs)"),
         (("k", "--values", "1,x"), "--values takes comma-separated numbers (e.g. 1,2,4,8), got '1,x'"),
         (("demos", "--values", "0.5,2"), "in (0, 1]; got 2.0"),
         (("width", "--layers", "0"), "--layers must be at least 1, got 0"),

@@ -334,7 +334,9 @@ def train(
     data: Annotated[
         list[Path] | None, typer.Option(help="The iwm and/or sr build directories the method needs (repeatable).")
     ] = None,
-    model: Annotated[str, typer.Option(help="tiny, smollm2-135m, or a local Hugging Face model folder.")] = "tiny",
+    model: Annotated[
+        str, typer.Option(help="tiny, smollm2-135m, gemma3-270m, or a local Hugging Face model folder.")
+    ] = "tiny",
     validation: Annotated[
         Path | None,
         typer.Option(
@@ -666,11 +668,16 @@ def report(
 
 @app.command()
 def sweep(
-    axis: Annotated[str, typer.Argument(help="demos (fraction of the demonstrations), k, or width (tiny model).")],
+    axis: Annotated[
+        str, typer.Argument(help="demos (fraction of the demonstrations), k, width (tiny model) or aux-weight.")
+    ],
     out: Annotated[Path | None, typer.Option(help="Sweep directory (default runs/sweep-AXIS).")] = None,
     values: Annotated[
         str | None,
-        typer.Option(help="Comma-separated values (demos: 0.125,0.25,0.5,1; k: 1,2,4,8; width: 128,256,448)."),
+        typer.Option(
+            help="Comma-separated values (demos: 0.125,0.25,0.5,1; k: 1,2,4,8; width: 128,256,448; aux-weight: "
+            "0.01,0.05,0.2,1)."
+        ),
     ] = None,
     preset: Annotated[str, typer.Option(help="The preset every point starts from.")] = "quickstart",
     env: Annotated[

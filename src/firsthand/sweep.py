@@ -38,16 +38,19 @@ AXES: dict[str, tuple[float, ...]] = {
     "demos": (0.125, 0.25, 0.5, 1.0),
     "k": (1, 2, 4, 8),
     "width": (128, 256, 448),
+    "aux-weight": (0.01, 0.05, 0.2, 1.0),
 }
 """Each axis with its default values: `demos` is a fraction of the preset's expert trajectories, `k` the
 alternatives per expert state, `width` the tiny model's hidden size (its MLP keeps the ratio 344/128, its
-layers are the preset's)."""
+layers are the preset's), `aux-weight` the weight lambda of iwm-aux's and actobs's world-model loss."""
 
 AXIS_LABELS = {
     "demos": "expert trajectories (fraction of the preset's)",
     "k": "alternatives per expert state (K)",
     "width": "tiny model parameters",
+    "aux-weight": "weight lambda of the auxiliary world-model loss",
 }
+AUX_METHODS = ("iwm-aux", "actobs")
 
 
 @dataclass
@@ -73,6 +76,14 @@ class Sweep:
                 raise InvalidInputError(
                     f"width {value!r} is not divisible by the tiny model's {self.preset.tiny.heads} attention heads"
                 )
+        if self.axis == "aux-weight":
+            if any(v < 0 for v in self.values):
+                raise InvalidInputError(f"aux-weight values must be at least 0, got {list(self.values)!r}")
+            if not set(AUX_METHODS) & set(self.preset.methods):
+                raise InvalidInputError(
+                    f"the aux-weight axis weighs the world-model loss of {' and '.join(AUX_METHODS)}; the preset "
+                    f"trains {', '.join(self.preset.methods)}: add them (--methods il,iwm-aux,actobs)"
+                )
         if self.axis == "width" and self.preset.model != "tiny":
             raise InvalidInputError(f"the width axis sizes the tiny model; the preset's model is {self.preset.model!r}")
         if self.axis == "demos" and round(min(self.values) * self.preset.train_episodes) < 1:
@@ -94,6 +105,8 @@ class Sweep:
             return name, replace(self.preset, train_episodes=max(1, round(value * collected)))
         if self.axis == "k":
             return name, replace(self.preset, k=int(value))
+        if self.axis == "aux-weight":
+            return name, replace(self.preset, train=replace(self.preset.train, aux_weight=float(value)))
         return name, replace(self.preset, tiny=width_config(self.preset.tiny, int(value)))
 
 
@@ -212,7 +225,12 @@ def sweep_markdown(summary: dict[str, Any]) -> str:
     (and from IL of equal compute, when the preset trains it)."""
     axis, splits = summary["axis"], summary["splits"]
     seeds = ", ".join(str(s) for s in summary["seeds"])
-    heading = {"demos": "demonstrations (fraction, trajectories)", "k": "K", "width": "width (parameters)"}[axis]
+    heading = {
+        "demos": "demonstrations (fraction, trajectories)",
+        "k": "K",
+        "width": "width (parameters)",
+        "aux-weight": "lambda",
+    }[axis]
     lines = [
         f"## Sweep over {AXIS_LABELS[axis]}: {summary['env']}, seeds {seeds}",
         "",
