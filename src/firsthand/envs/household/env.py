@@ -364,7 +364,7 @@ def plan(t: Task) -> list[str]:
     return actions
 
 
-# -- why an episode was lost: the categories that reading failed episodes showed (docs/results.md) --
+# -- why an episode was lost: the categories that reading failed episodes showed (docs/history.md) --
 CATEGORIES: tuple[str, ...] = ("wrong_copy", "never_found", "second_object", "put_not_held", "repeat_go_to")
 """wrong_copy: took a copy of an object that was not there while another copy of its kind was in view;
 never_found: never held an object of the goal's kind; second_object: a pick-two task in which only one
