@@ -18,6 +18,9 @@ SLOW_FILES = {
     "test_bfcl.py": (),
     "test_jvm.py": (),
     "test_sweep.py": (),
+    "test_cli.py": (),  # every test but two runs the command line in a subprocess
+    "test_user_envs.py": (),
+    "test_jobs.py": (),
     "test_generation.py": ("server",),
     "test_ray.py": ("ray",),
     "test_html.py": ("browser",),

@@ -107,6 +107,7 @@ def test_interrupted_run_resumes_to_the_same_records(experts: Path, tmp_path: Pa
     assert resumed["stats"] == full["stats"]
 
 
+@pytest.mark.slow
 def test_killed_process_resumes_to_the_same_records(tmp_path: Path) -> None:
     collect("household", "train", 160, tmp_path / "e")
     cmd = [
@@ -233,6 +234,7 @@ def test_finished_branching_is_refused_with_another_k_and_reused_after_a_move(tm
     assert branch(moved / "e", moved / "b", BranchConfig(k=2)) == first
 
 
+@pytest.mark.slow
 def test_the_policy_proposer_renders_the_prompts_its_model_was_trained_on(tmp_path: Path) -> None:
     """A model folder's firsthand_prompt.json decides the proposer's prompts, not the default settings."""
     from dataclasses import asdict

@@ -356,6 +356,7 @@ def test_expert_step_accuracy_scores_the_action_at_each_expert_state(tmp_path: P
     assert [s["expert"] for s in states] == [s.action for s in steps]
 
 
+@pytest.mark.slow
 def test_star_trains_like_sr_on_its_rationales(branches: Path, tmp_path: Path) -> None:
     from firsthand.models import TinyConfig, create_tiny
     from firsthand.stages.evaluate import thinks

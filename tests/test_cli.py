@@ -184,7 +184,8 @@ def test_run_smoke_preset_end_to_end(tmp_path: Path) -> None:
     assert "IWM" in r.stdout and "ood_test" in r.stdout and "minus IL" in r.stdout
     table = r.stdout[r.stdout.index("success %") : r.stdout.index("every table:")]
     assert max(map(len, table.splitlines())) <= 80  # fits a terminal; results.md holds every table
-    assert "train 3 models: " in r.stdout and "evaluate 4 agents: 24/24 (100%)" in r.stdout  # lines off a TTY
+    assert "train 1 IL models: " in r.stdout and "train 2 models: " in r.stdout  # IL first: its budget for the rest
+    assert "evaluate 4 agents (greedy): 24/24 (100%)" in r.stdout and "evaluate 4 agents (score): " in r.stdout
     assert set(results["versus_il"]) == {"iwm", "sr"} and results["versus_il"]["sr"]["id_test"]["episodes"] == 3
     for stage in ("experts", "branches", "data/il", "data/iwm", "data/sr", "train/il-seed0", "train/sr-seed0"):
         assert (tmp_path / "run" / stage / "manifest.json").exists(), stage
@@ -205,7 +206,7 @@ def test_run_smoke_preset_end_to_end(tmp_path: Path) -> None:
     assert set(results["results"]) == {"random", "il", "iwm", "sr"}  # the supervised table is unchanged
     assert (tmp_path / "run" / "rl.png").read_bytes()[:4] == b"\x89PNG"
     assert "rl.png" in (tmp_path / "run" / "report.html").read_text()  # the report shows the RL curves too
-    assert "after RL" in r.stdout and "SR + GIGPO" in r.stdout and "train 3 models: 0/0" in r.stdout
+    assert "after RL" in r.stdout and "SR + GIGPO" in r.stdout and "train 2 models: 0/0" in r.stdout
     assert "| IL | GRPO |" in (tmp_path / "run" / "results.md").read_text()
     table = r.stdout[r.stdout.index("success %") : r.stdout.index("every table:")]
     assert max(map(len, table.splitlines())) <= 80

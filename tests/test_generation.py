@@ -147,5 +147,7 @@ def test_a_served_model_is_evaluated_through_the_backend(server: str, smollm2: P
     assert isinstance(agent, BackendAgent)
     summary = evaluate(agent, "household", "id_test", 2, tmp_path / "eval.json", prompt=PromptConfig(), max_steps=2)
     assert summary["episodes"] == 2 and 0 < summary["mean_steps"] <= 2  # played through the server, step by step
-    with pytest.raises(InvalidInputError, match="--response-prefix is for the hf backend only"):
+    with pytest.raises(
+        InvalidInputError, match="--response-prefix, --decision score and --temperature are for the hf backend only"
+    ):
         make_agent(str(smollm2), response_prefix="Thought:", base_url=server)

@@ -53,7 +53,7 @@ def test_the_page_holds_tables_plots_episodes_data_and_settings(point: Path) -> 
     assert page.count('src="data:image/png;base64,') == 1  # results.png, embedded
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing fetched from a network
     data = json.loads(re.search(r'id="episodes-data">(.*?)</script>', page, re.S)[1])
-    assert data["methods"] == ["random", "iwm", "sr"]
+    assert data["methods"] == ["random", "il", "iwm", "sr"]  # IL trains for the validated budget
     episode = data["episodes"]["id_test"]["0"]["sr"]["id_test-0"]
     assert len(episode["observations"]) == len(episode["actions"]) + 1 == len(episode["invalid"]) + 1
     assert "Expert trajectories and their branches" in page and "Reflections (SR)" in page
@@ -76,7 +76,7 @@ def test_chromium_renders_the_tables_and_the_viewer(point: Path) -> None:
     dom = _browser("--dump-dom", (point / "report.html").as_uri())
     assert "<td>IWM</td>" in dom  # the results table
     columns = re.findall(r'<div class="episode (won|lost)" data-method="([a-z+-]+)"', dom)
-    assert [m for _, m in columns] == ["random", "iwm", "sr"]  # one column per method, first task
+    assert [m for _, m in columns] == ["random", "il", "iwm", "sr"]  # one column per method, first task
     assert dom.count('<li class="step') >= 4
     assert "2 task(s)" in dom
     assert '<details><summary class="obs">You see a long room. You see a long room.' in dom  # folded

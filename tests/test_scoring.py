@@ -47,6 +47,7 @@ def test_scores_equal_those_of_each_candidate_read_alone(untrained: ModelAgent) 
     assert replies[0].removeprefix("Action: ") in actions and replies[1] == "Action: look"
 
 
+@pytest.mark.slow
 def test_a_trained_policy_that_scores_never_takes_an_invalid_action(household_il: Path, tmp_path: Path) -> None:
     from firsthand.stages.evaluate import evaluate, make_agent, model_prompt
 

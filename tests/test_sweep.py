@@ -140,7 +140,7 @@ def test_a_sweep_runs_resumes_and_refuses_other_settings(smoke_sweep: tuple) -> 
         folder = out / "points" / point["name"]
         assert read_manifest(folder / "branches", "branch")["config"]["branch"]["k"] == k
         assert json.loads((folder / "preset.json").read_text())["k"] == k
-        assert set(point["results"]) == {"random", "iwm", "sr"}
+        assert set(point["results"]) == {"random", "il", "iwm", "sr"}  # IL trains for the validated budget
     # the k = 1 point's world-model data holds one alternative per state, the k = 2 point's two
     iwm = [read_manifest(out / "points" / f"k-{k}" / "data" / "iwm", "build")["count"] for k in (1, 2)]
     assert iwm[1] > iwm[0]

@@ -43,6 +43,7 @@ def _tiny(data: dict[str, Path], out: Path) -> Path:
     return create_tiny(texts, out, TinyConfig(hidden_size=64, intermediate_size=128, layers=2, heads=2))
 
 
+@pytest.mark.slow
 def test_iwm_resumes_after_its_first_stage(data: dict[str, Path], tmp_path: Path) -> None:
     base = _tiny(data, tmp_path / "base")
     config = TrainConfig(epochs=1, batch_size=8, budget="matched")
@@ -64,6 +65,7 @@ def test_iwm_resumes_after_its_first_stage(data: dict[str, Path], tmp_path: Path
     assert again["count"] == first["count"] and (tmp_path / "run" / "model" / "config.json").exists()
 
 
+@pytest.mark.slow
 def test_a_train_manifest_hashes_the_weights_and_is_the_same_in_any_folder(
     data: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -223,6 +225,7 @@ def test_response_prefix_starts_the_reply(data: dict[str, Path], tmp_path: Path)
     assert reply == "Action: open" + continuation
 
 
+@pytest.mark.slow
 def test_policy_proposer_with_a_real_model(data: dict[str, Path], tmp_path: Path) -> None:
     """`branch --proposer policy` samples from a model; untrained proposals are refilled from valid actions."""
     model = _tiny(data, tmp_path / "base")
@@ -239,6 +242,7 @@ def test_policy_proposer_with_a_real_model(data: dict[str, Path], tmp_path: Path
     assert {r.proposer for r in records} == {"policy"}
 
 
+@pytest.mark.slow
 def test_tiny_model_learns_to_beat_random_on_train_tasks(household_il: Path) -> None:
     """Learning test: IL on 10 household demonstrations (the `household_il` fixture), then play those tasks;
     random rarely wins them."""
@@ -272,6 +276,7 @@ def test_tiny_model_learns_to_beat_random_on_train_tasks(household_il: Path) -> 
     assert replies == [agent.act([x])[0] for x in inputs]
 
 
+@pytest.mark.slow
 def test_walk_pretraining_learns_the_environment_language(tmp_path: Path) -> None:
     from firsthand.models import load, pretrain_on_walks, random_walks
 
@@ -287,7 +292,7 @@ def test_walk_pretraining_learns_the_environment_language(tmp_path: Path) -> Non
         assert env.step(action).observation == observation.split("\n> ")[0]
     shape = dict(hidden_size=64, intermediate_size=128, layers=2, heads=2)
     config = TinyConfig(
-        **shape, walk_steps=25, walk_episodes=40, walk_tasks=10, walk_length=8, copy_batch=8, walk_learning_rate=3e-3
+        **shape, walk_steps=25, walk_episodes=40, walk_tasks=10, walk_length=8, walk_batch=8, walk_learning_rate=3e-3
     )
     base = create_tiny(walks * 4, tmp_path / "base", TinyConfig(**shape))
     model, tokenizer = load(base, for_training=True)
@@ -296,6 +301,7 @@ def test_walk_pretraining_learns_the_environment_language(tmp_path: Path) -> Non
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one(data: dict[str, Path], tmp_path: Path) -> None:
     """`firsthand train` under torchrun on 2 CPU processes (DDP over gloo, the code path of a multi-GPU
     `accelerate launch`): each process takes half of every batch, so the global batch, the step budget and
@@ -306,7 +312,7 @@ def test_two_processes_train_like_one(data: dict[str, Path], tmp_path: Path) -> 
     import sys
 
     command = ["train", "--method", "iwm", "--expert-data", str(data["il"]), "--data", str(data["iwm"])]
-    command += ["--epochs", "1", "--batch-size", "4"]
+    command += ["--epochs", "1", "--batch-size", "4", "--budget", "matched"]  # whole batches: one or two processes
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run(
         [sys.executable, "-m", "firsthand.cli", *command, "--out", str(tmp_path / "one")],
@@ -407,6 +413,7 @@ def test_sr_mixed_set_begins_every_record_with_a_thought() -> None:
     assert "Action: look" in [r["completion"] for r in plain]
 
 
+@pytest.mark.slow
 def test_validation_picks_the_best_checkpoint_and_stops_after_its_patience(
     data: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -71,6 +71,8 @@ class TinyConfig:
     walk_length: int = 14
     """Random actions per walk episode."""
     walk_learning_rate: float = 1e-3
+    walk_batch: int = 16
+    """Walk episodes per pretraining step."""
 
 
 def tiny_parameters(config: TinyConfig, vocab_size: int | None = None) -> int:
@@ -132,10 +134,6 @@ def create_tiny(
     """Create the `tiny` model with a tokenizer fitted on `texts`; save it to `out` and return `out`.
 
     `on_step(n)` is called as walk pretraining advances (`config.walk_steps` steps in all).
-
-    The copy-pretrained weights do not depend on the environment (the copy task draws token ids
-    uniformly), so they are computed once per configuration and cached under `cache_dir()`; each
-    environment then gets its own tokenizer and the embedding rows it uses.
     """
     require_training_stack()
     config = config or TinyConfig()
@@ -278,7 +276,7 @@ def pretrain_on_walks(
     rng = random.Random(config.seed)
 
     def batch() -> tuple[Any, Any, Any]:
-        chosen = [docs[rng.randrange(len(docs))] for _ in range(config.copy_batch)]
+        chosen = [docs[rng.randrange(len(docs))] for _ in range(config.walk_batch)]
         width = max(map(len, chosen))
         ids = torch.tensor([d + [tokenizer.pad_token_id] * (width - len(d)) for d in chosen])
         mask = (torch.arange(width)[None] < torch.tensor([len(d) for d in chosen])[:, None]).long()

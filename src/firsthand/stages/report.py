@@ -413,7 +413,7 @@ def terminal_summary(results: dict[str, Any]) -> str:
             )
             lines.append(row(method_name(m)[:21], cells))
     for evaluation, tables in (results.get("evaluations") or {}).items():
-        lines += ["", row(f"{evaluation}: success %", splits, f"minus IL ({splits[0]})")]
+        lines += ["", row(f"{evaluation}: success %", splits, f"minus IL ({splits[0]})", width=8)]
         for m in ordered(tables["pooled"]):
             cells = _cells(tables["pooled"][m], tuple(splits), lambda c: _pct(c["success"]))
             versus = tables["compared"].get(m, {}).get(splits[0])
@@ -422,7 +422,7 @@ def terminal_summary(results: dict[str, Any]) -> str:
                 if versus
                 else ""
             )
-            lines.append(row(method_name(m)[:21], cells, last))
+            lines.append(row(method_name(m)[:21], cells, last, width=8))
     for m, why in (results.get("not_trained") or {}).items():
         lines += ["", f"{method_name(m)} was not trained: {why}"]
     return "\n".join(line.rstrip() for line in lines) + "\n"
