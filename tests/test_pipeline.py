@@ -50,7 +50,7 @@ def test_every_method_from_il_validated_budget_and_its_compute_control(results: 
         assert ("validation" in manifests[label]["config"]) == (not label.endswith("-paper")), label
         cell = res["results"][label]["id_test"]
         assert cell["train_steps"] == steps[label] and cell["checkpoint_step"] <= steps[label]
-        control = res["compute_of"][label]  # IL of exactly the method's steps, no validation
+        control = res["compute_of"][label]["0"]  # IL of exactly the method's steps in seed 0, no validation
         assert control == f"il-steps{steps[label]}" and steps[control] == steps[label]
         assert "validation" not in manifests[control]["config"]
     assert set(res["versus_il_compute"]) == set(res["versus_il"]) == methods
@@ -95,3 +95,17 @@ def test_a_run_refuses_writers_its_model_cannot_be() -> None:
 
     assert _writer(preset, "sr").reflector == "smollm2-135m" == _writer(preset, "star").reflector
     assert _writer(get_preset("smoke"), "sr").reflector == "template"
+
+
+def test_each_seed_has_its_own_compute_control() -> None:
+    """Under auto the seeds' validated budgets differ, so each method's compute control is the IL run of its
+    step count in its own seed."""
+    from firsthand.pipeline import Training, _compute_of
+    from firsthand.stages.train import TrainConfig
+
+    def t(label: str, seed: int, steps: int) -> Training:
+        return Training(label, seed, label.split("-")[0], TrainConfig(), [("expert", steps)])
+
+    runs = [t("il", 0, 30), t("sr", 0, 70), t("il-steps70", 0, 70), t("il", 1, 20), t("sr", 1, 50)]
+    runs.append(t("il-steps50", 1, 50))
+    assert _compute_of(runs) == {"sr": {"0": "il-steps70", "1": "il-steps50"}}

@@ -363,22 +363,15 @@ def train(
         check_data(method, datasets)  # before any model is built
         checker = None
         if validation is not None:
-            from firsthand.artifacts import load_trajectories
             from firsthand.contract import RATIONALES
+            from firsthand.pipeline import validator_from_experts
             from firsthand.prompts import PromptConfig
-            from firsthand.stages.build import BuildConfig, il_records
             from firsthand.stages.evaluate import ACTION_TOKENS, THOUGHT_TOKENS
-            from firsthand.validation import validator
 
-            source = read_manifest(validation, "collect")["config"]
-            settings = PromptConfig(**read_manifest(expert_data, "build")["config"]["prompt"])  # the data's prompt
-            trajectories = load_trajectories(validation)
             thinks = any(k in method.split("+") for k in RATIONALES)
-            checker = validator(
-                source["env"],
-                il_records(trajectories, BuildConfig(prompt=settings)),
-                [t.task for t in trajectories],
-                settings,
+            checker = validator_from_experts(
+                validation,
+                PromptConfig(**read_manifest(expert_data, "build")["config"]["prompt"]),  # the data's prompt
                 max_new_tokens=THOUGHT_TOKENS if thinks else ACTION_TOKENS,
             )
         with main_process_first():  # launched on several processes: one of them makes the base model

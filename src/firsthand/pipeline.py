@@ -369,7 +369,7 @@ def _run(preset: Preset, out: Path, progress: Progress, branches: Path | None) -
             Job(
                 train,
                 (t.method, data, bases[t.seed], out / "train" / f"{t.label}-seed{t.seed}", t.config),
-                {"validator": validators.get(_thinks(t.method))} if t.validate else {},
+                {"validator": validators.get(_thinks(t.method))} if t.config.validate_every else {},
                 # a finished training counts for nothing: the bar shows the work still to do
                 total=0 if (out / "train" / f"{t.label}-seed{t.seed}" / MANIFEST).exists() else t.steps,
                 cost=sum(steps * chars[kind] for kind, steps in t.stages),  # characters to process: ~ time
@@ -413,14 +413,13 @@ def _run(preset: Preset, out: Path, progress: Progress, branches: Path | None) -
 @dataclass(frozen=True)
 class Training:
     """One training of a run: its label (method and budget rule; `il-steps{N}` for IL of N steps), seed,
-    method, settings, planned stages, and whether it is measured on validation."""
+    method, settings (measured on validation when `config.validate_every`) and planned stages."""
 
     label: str
     seed: int
     method: str
     config: TrainConfig
     stages: list[tuple[str, int]]
-    validate: bool = False
 
     @property
     def steps(self) -> int:
@@ -428,8 +427,7 @@ class Training:
 
 
 def _label(method: str, rule: str) -> str:
-    """A training's label: the method under the default rule (auto, or the first of the run's), else
-    `{method}-{rule}`."""
+    """A training's label: the method under rule auto (and IL under any), else `{method}-{rule}`."""
     return method if rule == "auto" or method == "il" else f"{method}-{rule}"
 
 
@@ -443,7 +441,7 @@ def _il_trainings(preset: Preset, data: dict[str, Path]) -> list[Training]:
         cfg = replace(preset.train, seed=seed, budget="paper")
         if auto:
             cfg = replace(cfg, epochs=preset.max_epochs, validate_every=preset.validate_every, patience=preset.patience)
-        runs.append(Training("il", seed, "il", cfg, planned_stages("il", data, cfg), validate=auto))
+        runs.append(Training("il", seed, "il", cfg, planned_stages("il", data, cfg)))
     return runs
 
 
@@ -466,7 +464,7 @@ def _other_trainings(preset: Preset, data: dict[str, Path], il_steps: dict[int, 
                     validate_every=preset.validate_every if validated else 0,
                 )
                 stages = planned_stages(method, data, cfg)
-                seed_runs.append(Training(_label(method, rule), seed, method, cfg, stages, validate=validated))
+                seed_runs.append(Training(_label(method, rule), seed, method, cfg, stages))
         if preset.compute_control:  # IL for exactly as many steps as each method (one run per step count)
             for steps in sorted({t.steps for t in seed_runs}):
                 cfg = replace(preset.train, seed=seed, budget="paper", steps=steps)
@@ -475,11 +473,15 @@ def _other_trainings(preset: Preset, data: dict[str, Path], il_steps: dict[int, 
     return runs
 
 
-def _compute_of(runs: list[Training]) -> dict[str, str]:
-    """Each early-experience label's compute control: the IL run of its step count (of the first seed)."""
-    steps = {t.label: t.steps for t in runs if t.seed == runs[0].seed} if runs else {}
-    controls = {n for label, n in steps.items() if label.startswith("il-steps")}
-    return {label: f"il-steps{n}" for label, n in steps.items() if not label.startswith("il") and n in controls}
+def _compute_of(runs: list[Training]) -> dict[str, dict[str, str]]:
+    """Each early-experience label's compute control in each seed: the IL run of its step count there (under
+    auto the seeds' budgets, and so their step counts, differ)."""
+    controls = {(t.seed, t.steps) for t in runs if t.label.startswith("il-steps")}
+    out: dict[str, dict[str, str]] = {}
+    for t in runs:
+        if not t.label.startswith("il") and (t.seed, t.steps) in controls:
+            out.setdefault(t.label, {})[str(t.seed)] = f"il-steps{t.steps}"
+    return out
 
 
 def _best_step(manifest: dict[str, Any]) -> int:
@@ -492,10 +494,6 @@ def _validators(preset: Preset, out: Path, progress: Progress) -> dict[bool, Any
     """The validation of the run's trainings, for models that act (False) and that think first (True): the
     `validation_tasks` training tasks after the demonstrations', their expert trajectories collected into
     out/validation."""
-    from firsthand.artifacts import load_trajectories
-    from firsthand.stages.build import BuildConfig, il_records
-    from firsthand.validation import validator
-
     folder = out / "validation"
     with progress("collect validation", preset.validation_tasks) as advance:
         collect(
@@ -507,21 +505,37 @@ def _validators(preset: Preset, out: Path, progress: Progress) -> dict[bool, Any
             workers=preset.workers,
             on_progress=advance,
         )
-    trajectories = load_trajectories(folder)
-    records = il_records(trajectories, BuildConfig(prompt=preset.prompt))
-    tasks = [t.task for t in trajectories]
     return {
-        thinks: validator(
-            preset.env,
-            records,
-            tasks,
+        thinks: validator_from_experts(
+            folder,
             preset.prompt,
-            max_steps=preset.max_steps,
             max_new_tokens=preset.sr_max_new_tokens if thinks else preset.max_new_tokens,
+            max_steps=preset.max_steps,
             batch_size=preset.eval_batch_size,
         )
         for thinks in (False, True)
     }
+
+
+def validator_from_experts(
+    folder: Path, prompt: PromptConfig, *, max_new_tokens: int, max_steps: int | None = None, batch_size: int = 50
+) -> Any:
+    """The `validation.Validator` of a collect directory of validation tasks' expert trajectories, rendering
+    its states with `prompt` (the training data's)."""
+    from firsthand.artifacts import load_trajectories, read_manifest
+    from firsthand.stages.build import BuildConfig, il_records
+    from firsthand.validation import validator
+
+    trajectories = load_trajectories(folder)
+    return validator(
+        read_manifest(folder, "collect")["config"]["env"],
+        il_records(trajectories, BuildConfig(prompt=prompt)),
+        [t.task for t in trajectories],
+        prompt,
+        max_steps=max_steps,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+    )
 
 
 def _thinks(method: str) -> bool:

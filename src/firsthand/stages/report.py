@@ -141,24 +141,24 @@ def pool(rows: list[dict[str, Any]], wins: Wins | None = None) -> dict[str, dict
 def versus_il(
     out: Path,
     rows: list[dict[str, Any]],
-    baseline_method: str | Callable[[str], str | None] = "il",
+    baseline_method: str | Callable[[str, int], str | None] = "il",
     wins: Wins | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per method and split: success minus `baseline_method`'s (IL; or, given a function, the label it returns
-    for each method, None for none: its compute control, a model before RL), paired over the same episodes (same
-    seed, same tasks), with a 95% interval that resamples seeds and tasks together and the difference the
-    comparison could detect at 80% power (`stats.paired_comparison`).
+    """Per method and split: success minus `baseline_method`'s (IL; or, given a function of (label, seed),
+    the label it returns, None for none: a method's compute control in that seed, a model before RL), paired
+    over the same episodes (same seed, same tasks), with a 95% interval that resamples seeds and tasks
+    together and the difference the comparison could detect at 80% power (`stats.paired_comparison`).
 
     Read from the evaluation files under `out`/eval (or `wins`)."""
     wins = wins or episode_wins(out)
     pairs: dict[tuple[str, str], dict[int, dict[str, float]]] = defaultdict(dict)
-    baseline_of = baseline_method if callable(baseline_method) else lambda method: baseline_method
+    baseline_of = baseline_method if callable(baseline_method) else lambda method, seed: baseline_method
     for r in rows:
         if (r["method"] in ("il", "il-compute", "random") or r["method"].startswith(COMPUTE)) and not callable(
             baseline_method
         ):
             continue
-        baseline = baseline_of(r["method"])
+        baseline = baseline_of(r["method"], r["seed"])
         if baseline is None:
             continue
         il, other = wins(baseline, r["seed"], r["split"]), wins(r["method"], r["seed"], r["split"])
@@ -505,12 +505,13 @@ def write_report(
     preset: Any,
     rows: list[dict[str, Any]],
     not_trained: dict[str, str] | None = None,
-    compute_of: dict[str, str] | None = None,
+    compute_of: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     """results.json, results.md and the plots of a run; `not_trained`: methods left out, with the reason;
-    `compute_of`: each method's compute control (IL of its steps). The greedy evaluation makes the main tables;
-    each other evaluation of `preset.evaluations` (the likeliest valid action, sampling) has its own."""
-    evaluations = tuple(getattr(preset, "evaluations", ("greedy",)))
+    `compute_of`: each method's compute control in each seed (IL of its steps there). The greedy evaluation
+    makes the main tables; each other evaluation of `preset.evaluations` (the likeliest valid action,
+    sampling) has its own."""
+    evaluations = tuple(preset.evaluations)
     by_evaluation: dict[str, dict[str, Any]] = {}
     for evaluation in evaluations:
         mine = [r for r in rows if r.get("evaluation", "greedy") == evaluation]
@@ -574,7 +575,9 @@ EVALUATION_NAMES = {
 }
 
 
-def _tables(out: Path, rows: list[dict[str, Any]], evaluation: str, compute_of: dict[str, str]) -> dict[str, Any]:
+def _tables(
+    out: Path, rows: list[dict[str, Any]], evaluation: str, compute_of: dict[str, dict[str, str]]
+) -> dict[str, Any]:
     """One evaluation's numbers: pooled success, differences from IL and from each method's compute control,
     and (greedy) the RL rows."""
     wins = episode_wins(out, eval_folder(evaluation))
@@ -585,9 +588,11 @@ def _tables(out: Path, rows: list[dict[str, Any]], evaluation: str, compute_of: 
         "rows": plain,
         "pooled": pooled,
         "compared": versus_il(out, plain, wins=wins),
-        "compute": versus_il(out, plain, compute_of.get, wins) if compute_of else {},
+        "compute": versus_il(out, plain, lambda m, seed: compute_of.get(m, {}).get(str(seed)), wins)
+        if compute_of
+        else {},
         "after": pool(rl_rows, wins),
-        "gains": versus_il(out, rl_rows, lambda label: label.partition("@")[0], wins),
+        "gains": versus_il(out, rl_rows, lambda label, seed: label.partition("@")[0], wins),
     }
 
 
