@@ -4,6 +4,7 @@ compute control, IWM+SR and both decision modes, on the smoke preset."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,19 +20,21 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("run")
     preset = get_preset(
         "smoke",
-        methods=("il", "iwm", "sr", "iwm+sr"),
+        methods=("il", "iwm", "sr", "iwm+sr", "iwm-aux"),
         budgets=("auto", "matched", "paper"),
         compute_control=True,
         jobs=2,
     )  # two processes side by side: the CLI's smoke test covers one
-    return out, run(preset, out)
+    return out, run(replace(preset, aux_weights=(0.05, 1.0)), out)
 
 
 def test_every_method_from_il_validated_budget_and_its_compute_control(results: tuple[Path, dict]) -> None:
     out, res = results
     methods = {f"{m}{rule}" for m in ("iwm", "sr", "iwm+sr") for rule in ("", "-matched", "-paper")}
+    grid = {"iwm-aux"}  # trained once per lambda, reported at the one validation chose
     manifests = {
-        label: read_manifest(out / "train" / f"{label}-seed0", "train") for label in set(res["results"]) - {"random"}
+        label: read_manifest(out / "train" / f"{label}-seed0", "train")
+        for label in set(res["results"]) - {"random"} - grid
     }
     steps = {label: m["count"] for label, m in manifests.items()}
     il = manifests["il"]["stages"][0]
@@ -53,7 +56,31 @@ def test_every_method_from_il_validated_budget_and_its_compute_control(results: 
         control = res["compute_of"][label]["0"]  # IL of exactly the method's steps in seed 0, no validation
         assert control == f"il-steps{steps[label]}" and steps[control] == steps[label]
         assert "validation" not in manifests[control]["config"]
-    assert set(res["versus_il_compute"]) == set(res["versus_il"]) == methods
+    assert set(res["versus_il_compute"]) == set(res["versus_il"]) == methods | grid
+
+
+def test_the_auxiliary_weight_is_chosen_on_validation(results: tuple[Path, dict]) -> None:
+    """iwm-aux trains once per lambda of the grid; the point its validation scored best is the one evaluated
+    and reported, and the choice with every point's score is in results.json and results.md."""
+    out, res = results
+    points = {w: read_manifest(out / "train" / f"iwm-aux-w{w}-seed0", "train") for w in ("0.05", "1")}
+    scores = {w: max(v["selection"] for v in m["stages"][-1]["validation"]) for w, m in points.items()}
+    choice = res["aux_weights"]["iwm-aux"]["0"]
+    assert choice["validation"] == scores
+    best = max(scores.values())
+    assert choice["chosen"] == min(float(w) for w, v in scores.items() if v == best)  # ties: the smaller lambda
+    il_steps = read_manifest(out / "train" / "il-seed0", "train")["stages"][0]["best_step"]
+    assert all(m["count"] == il_steps for m in points.values())  # world modeling takes no imitation step
+    assert all(m["config"]["train"]["aux_weight"] == float(w) for w, m in points.items())
+    cell = res["results"]["iwm-aux"]["id_test"]
+    assert cell["train_steps"] == il_steps
+    assert sorted(p.name for p in (out / "eval").glob("iwm-aux*")) == [
+        "iwm-aux-seed0-id_test.json",
+        "iwm-aux-seed0-ood_test.json",
+    ]
+    row = json.loads((out / "eval" / "iwm-aux-seed0-id_test.json").read_text())["summary"]
+    assert row["aux_weight"] == choice["chosen"]
+    assert f"- IWM, auxiliary loss, seed 0: lambda {choice['chosen']:g}" in (out / "results.md").read_text()
 
 
 def test_the_report_shows_compute_both_comparisons_and_both_decision_modes(results: tuple[Path, dict]) -> None:

@@ -88,6 +88,10 @@ class Preset:
     decisions apart from spelling; only where the environment lists valid actions), sample (generation at
     `sample_temperature`, the paper's evaluation). Each has its tables."""
     sample_temperature: float = 0.4
+    aux_weights: tuple[float, ...] = (0.01, 0.05, 0.2, 1.0)
+    """The grid of iwm-aux's and actobs's weight lambda: under rule auto each seed trains one model per value
+    and keeps the one its validation scores best (the same rule for every seed; the choice is reported). One
+    value, or no validation: `train.aux_weight` alone."""
     max_steps: int | None = None
     """Step limit of evaluation episodes (None: the adapter's `default_max_steps`)."""
     eval_batch_size: int = 50
@@ -383,6 +387,7 @@ def _run(preset: Preset, out: Path, progress: Progress, branches: Path | None) -
     il_steps = {t.seed: _best_step(m) for t, m in zip(first, first_manifests, strict=True)} if validators else {}
     rest = _other_trainings(preset, data, il_steps)
     rest_manifests = run_jobs(jobs_of(rest), f"train {len(rest)} models", workers=workers, progress=progress)
+    rest, rest_manifests, weights = _chosen_weights(rest, rest_manifests)
     runs = first + rest
     manifests = first_manifests + rest_manifests
 
@@ -396,7 +401,8 @@ def _run(preset: Preset, out: Path, progress: Progress, branches: Path | None) -
             for t, manifest in zip(runs, manifests, strict=True):
                 if t.seed == seed:
                     model = out / "train" / f"{t.label}-seed{seed}" / manifest["model"]
-                    args = (preset, out, t.label, seed, model, _compute(manifest))
+                    compute = {**_compute(manifest), **({"aux_weight": t.config.aux_weight} if t.shown else {})}
+                    args = (preset, out, t.reported, seed, model, compute)
                     evals.append(Job(_evaluate, args, {"evaluation": evaluation}, cost=_new_tokens(preset, t.label)))
             evals.append(Job(_evaluate, (preset, out, "random", seed, None), {"evaluation": evaluation}))
         for job in evals:
@@ -405,7 +411,9 @@ def _run(preset: Preset, out: Path, progress: Progress, branches: Path | None) -
         rows += [row for job_rows in done for row in job_rows]
     if preset.with_rl:
         rows += _after_rl(preset, out, runs, manifests, workers, progress)
-    results = write_report(out, preset, rows, not_trained=not_trained, compute_of=_compute_of(runs))
+    results = write_report(
+        out, preset, rows, not_trained=not_trained, compute_of=_compute_of(runs), aux_weights=weights
+    )
     write_html(out)
     return results
 
@@ -413,17 +421,23 @@ def _run(preset: Preset, out: Path, progress: Progress, branches: Path | None) -
 @dataclass(frozen=True)
 class Training:
     """One training of a run: its label (method and budget rule; `il-steps{N}` for IL of N steps), seed,
-    method, settings (measured on validation when `config.validate_every`) and planned stages."""
+    method, settings (measured on validation when `config.validate_every`) and planned stages. `label` names
+    its folder; `shown`, when set, the label it is reported under (the chosen point of a lambda grid)."""
 
     label: str
     seed: int
     method: str
     config: TrainConfig
     stages: list[tuple[str, int]]
+    shown: str = ""
 
     @property
     def steps(self) -> int:
         return sum(steps for _, steps in self.stages)
+
+    @property
+    def reported(self) -> str:
+        return self.shown or self.label
 
 
 def _label(method: str, rule: str) -> str:
@@ -464,13 +478,51 @@ def _other_trainings(preset: Preset, data: dict[str, Path], il_steps: dict[int, 
                     validate_every=preset.validate_every if validated else 0,
                 )
                 stages = planned_stages(method, data, cfg)
-                seed_runs.append(Training(_label(method, rule), seed, method, cfg, stages))
+                label = _label(method, rule)
+                grid = preset.aux_weights if method in AUXILIARY and validated and len(preset.aux_weights) > 1 else ()
+                for weight in grid:  # one model per lambda; validation keeps one (`_chosen_weights`)
+                    weighted = replace(cfg, aux_weight=weight)
+                    seed_runs.append(Training(f"{label}-w{weight:g}", seed, method, weighted, stages, shown=label))
+                if not grid:
+                    seed_runs.append(Training(label, seed, method, cfg, stages))
         if preset.compute_control:  # IL for exactly as many steps as each method (one run per step count)
             for steps in sorted({t.steps for t in seed_runs}):
                 cfg = replace(preset.train, seed=seed, budget="paper", steps=steps)
                 seed_runs.append(Training(f"il-steps{steps}", seed, "il", cfg, planned_stages("il", data, cfg)))
         runs += seed_runs
     return runs
+
+
+def _chosen_weights(
+    runs: list[Training], manifests: list[dict[str, Any]]
+) -> tuple[list[Training], list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The trainings with each lambda grid (the trainings with a `shown` label) reduced to the point its
+    validation scored best (ties: the smaller lambda); and, per label and seed, the choice with every point's
+    best validation score (`results.json` "aux_weights")."""
+    kept: list[tuple[Training, dict[str, Any]]] = []
+    grids: dict[tuple[str, int], list[tuple[float, float, Training, dict[str, Any]]]] = {}
+    for t, manifest in zip(runs, manifests, strict=True):
+        if t.shown:  # a point of a grid
+            grids.setdefault((t.shown, t.seed), []).append(
+                (_best_selection(manifest), t.config.aux_weight, t, manifest)
+            )
+        else:
+            kept.append((t, manifest))
+    choices: dict[str, dict[str, Any]] = {}
+    for (label, seed), points in grids.items():
+        _, weight, t, manifest = max(points, key=lambda p: (p[0], -p[1]))
+        kept.append((t, manifest))
+        choices.setdefault(label, {})[str(seed)] = {
+            "chosen": weight,
+            "validation": {f"{p[1]:g}": p[0] for p in sorted(points, key=lambda p: p[1])},
+        }
+    return [t for t, _ in kept], [m for _, m in kept], choices
+
+
+def _best_selection(manifest: dict[str, Any]) -> float:
+    """The best validation score of a training's last stage (what its checkpoint was chosen by)."""
+    history = manifest["stages"][-1].get("validation", [])
+    return max((h["selection"] for h in history), default=float("-inf"))
 
 
 def _compute_of(runs: list[Training]) -> dict[str, dict[str, str]]:
@@ -480,7 +532,7 @@ def _compute_of(runs: list[Training]) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for t in runs:
         if not t.label.startswith("il") and (t.seed, t.steps) in controls:
-            out.setdefault(t.label, {})[str(t.seed)] = f"il-steps{t.steps}"
+            out.setdefault(t.reported, {})[str(t.seed)] = f"il-steps{t.steps}"
     return out
 
 
@@ -572,7 +624,7 @@ def _after_rl(
                     cost=_new_tokens(preset, label),
                 )
             )
-            started.append((f"{label}@{algo}", seed, folder, _compute(manifest)))
+            started.append((f"{t.reported}@{algo}", seed, folder, _compute(manifest)))
     rl_manifests = run_jobs(jobs, f"rl {len(jobs)} models", workers=workers, progress=progress)
     evals = []
     for (label, seed, folder, trained), manifest in zip(started, rl_manifests, strict=True):

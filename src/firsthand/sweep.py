@@ -106,7 +106,8 @@ class Sweep:
         if self.axis == "k":
             return name, replace(self.preset, k=int(value))
         if self.axis == "aux-weight":
-            return name, replace(self.preset, train=replace(self.preset.train, aux_weight=float(value)))
+            train = replace(self.preset.train, aux_weight=float(value))  # this lambda alone, not run's grid
+            return name, replace(self.preset, train=train, aux_weights=(float(value),))
         return name, replace(self.preset, tiny=width_config(self.preset.tiny, int(value)))
 
 

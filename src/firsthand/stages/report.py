@@ -506,9 +506,11 @@ def write_report(
     rows: list[dict[str, Any]],
     not_trained: dict[str, str] | None = None,
     compute_of: dict[str, dict[str, str]] | None = None,
+    aux_weights: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """results.json, results.md and the plots of a run; `not_trained`: methods left out, with the reason;
-    `compute_of`: each method's compute control in each seed (IL of its steps there). The greedy evaluation
+    `compute_of`: each method's compute control in each seed (IL of its steps there); `aux_weights`: the
+    lambda validation chose for each auxiliary method in each seed, with every point's score. The greedy evaluation
     makes the main tables; each other evaluation of `preset.evaluations` (the likeliest valid action,
     sampling) has its own."""
     evaluations = tuple(preset.evaluations)
@@ -530,6 +532,7 @@ def write_report(
         "versus_il": main["compared"],
         "versus_il_compute": main["compute"],
         "compute_of": compute_of or {},
+        "aux_weights": aux_weights or {},
         "failures": lost,
         "after_rl": main["after"],
         "rl_gains": main["gains"],
@@ -551,12 +554,27 @@ def write_report(
         tables = by_evaluation[evaluation]
         text += "\n" + markdown(tables["pooled"], splits, f"{title}; {EVALUATION_NAMES[evaluation]}", "", level=2)
         text += _comparisons(tables, splits)
+    text += aux_weights_markdown(aux_weights or {})
     text += "".join(f"\n**{method_name(m)} was not trained**: {why}\n" for m, why in (not_trained or {}).items())
     (Path(out) / "results.md").write_text(text, encoding="utf-8")
     plot(main["pooled"], splits, Path(out) / "results.png", title)
     if main["after"]:
         rl_plot(rl_curves(out), Path(out) / "rl.png", title)
     return results
+
+
+def aux_weights_markdown(aux_weights: dict[str, dict[str, Any]]) -> str:
+    """Which lambda each seed's validation chose for each auxiliary method, and every point's score."""
+    if not aux_weights:
+        return ""
+    lines = ["", "## Auxiliary weights chosen on validation", ""]
+    for label, seeds in aux_weights.items():
+        for seed, choice in sorted(seeds.items(), key=lambda kv: int(kv[0])):
+            scores = ", ".join(f"{w}: {100 * v:.1f}" for w, v in choice["validation"].items())
+            lines.append(
+                f"- {method_name(label)}, seed {seed}: lambda {choice['chosen']:g} (validation score: {scores})"
+            )
+    return "\n".join(lines) + "\n"
 
 
 EVALUATIONS: tuple[str, ...] = ("greedy", "score", "sample")
