@@ -219,7 +219,7 @@ def test_run_smoke_preset_end_to_end(tmp_path: Path) -> None:
         (("aux-weight",), "add them (--methods il,iwm-aux,actobs)"),
         (("k", "--values", "1,x"), "--values takes comma-separated numbers (e.g. 1,2,4,8), got '1,x'"),
         (("demos", "--values", "0.5,2"), "in (0, 1]; got 2.0"),
-        (("width", "--layers", "0"), "--layers must be at least 1, got 0"),
+        (("width", "--tiny-layers", "0"), "--tiny-layers must be at least 1, got 0"),
     ],
 )
 def test_sweep_rejects_bad_arguments_before_any_work(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
@@ -248,8 +248,48 @@ def test_run_rejects_bad_overrides(tmp_path: Path, option: str, value: str, mess
     assert not (tmp_path / "x").exists()
 
 
+def test_run_sets_any_stage_setting_and_the_last_word_is_the_users() -> None:
+    """run's options are the preset's fields, the nested stage configs' included: a nested option stands over
+    the preset, the environment's settings and the pretrained model's training alike."""
+    from typer.testing import CliRunner
+
+    from firsthand.cli import app
+    from firsthand.settings import PRETRAINED_TRAIN, get_preset
+
+    seen = {}
+
+    def capture(preset: object, out: object, progress: object) -> None:
+        seen["preset"] = preset
+        raise SystemExit(0)
+
+    import firsthand.pipeline
+
+    original = firsthand.pipeline.run
+    firsthand.pipeline.run = capture  # the command resolves the preset, then hands it to the pipeline
+    try:
+        args = ["run", "--preset", "smoke", "--learning-rate", "5e-4", "--history", "3", "--tiny-layers", "1"]
+        args += ["--rl-iterations", "3", "--seeds", "2,5", "--aux-weights", "0.1", "--no-past-actions"]
+        result = CliRunner().invoke(app, args)
+    finally:
+        firsthand.pipeline.run = original
+    assert result.exit_code == 0, result.output
+    preset = seen["preset"]
+    assert preset.train.learning_rate == 5e-4 and preset.train.batch_size == get_preset("smoke").train.batch_size
+    assert preset.prompt.history == 3 and preset.prompt.past_actions is False  # over household's own prompt
+    assert preset.tiny.layers == 1 and preset.rl.iterations == 3 and preset.seeds == (2, 5)
+    assert preset.aux_weights == (0.1,)
+    pretrained = get_preset("smoke", {"train": {"learning_rate": 1e-4}}, model="smollm2-135m").train
+    assert pretrained.lora and pretrained.learning_rate == 1e-4 and pretrained.epochs == PRETRAINED_TRAIN.epochs
+
+
+def test_a_lambda_grid_without_validation_is_refused(tmp_path: Path) -> None:
+    r = run("run", "--preset", "smoke", "--methods", "il,iwm-aux", "--budgets", "paper", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "add auto to --budgets, or give one weight (--aux-weights 0.05)" in r.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_environment_settings_replace_generic_defaults_only() -> None:
-    from firsthand.pipeline import ENV_SETTINGS, get_preset
+    from firsthand.settings import ENV_SETTINGS, get_preset
 
     assert get_preset("quickstart", env="bfcl").max_new_tokens == ENV_SETTINGS["bfcl"]["max_new_tokens"]
     assert get_preset("quickstart", env="bfcl").prompt == ENV_SETTINGS["bfcl"]["prompt"]

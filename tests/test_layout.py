@@ -107,6 +107,7 @@ def _imports(path: Path) -> set[str]:
 def test_stages_never_import_each_other_nor_what_sits_above_them() -> None:
     stages = {f"firsthand.stages.{p.stem}" for p in (SRC / "stages").glob("*.py") if p.stem != "__init__"}
     above = {"firsthand.pipeline", "firsthand.sweep", "firsthand.report_html", "firsthand.cli", "firsthand.options"}
+    above.add("firsthand.settings")
     for path in (SRC / "stages").glob("*.py"):
         wrong = _imports(path) & (stages | above)
         assert not wrong, f"{path.name} imports {sorted(wrong)}"
@@ -133,3 +134,29 @@ def test_every_config_field_is_a_documented_cli_option(command: str) -> None:
     skipped = {f.name for f in dataclasses.fields(config)} - settable - {"prompt", "writer"}  # nested: flattened
     assert skipped <= {"env_kwargs"}  # dict-valued: set through the Python API
     assert field_docs(config)  # the docstrings are read from the source
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_every_preset_field_is_a_documented_option_of_run_and_sweep(command: str) -> None:
+    """run and sweep take their options from `settings.Preset` and the stage configs it nests: every field a
+    run does not set itself is one option, with the field's docstring as its help."""
+    import typer
+
+    from firsthand.cli import app
+    from firsthand.options import override_fields
+    from firsthand.settings import PRESET_EXCLUDED, PRESET_PREFIXES, Preset
+
+    options = {opt: p.help for p in typer.main.get_command(app).commands[command].params for opt in p.opts}
+    generated = list(override_fields(Preset, PRESET_PREFIXES, PRESET_EXCLUDED))
+    for name, path, _, doc in generated:
+        assert doc and doc != "Comma-separated.", f"Preset field {'.'.join(path)} has no docstring"
+        assert options[f"--{name.replace('_', '-')}"] == doc
+    covered = {".".join(path) for _, path, *_ in generated} | PRESET_EXCLUDED
+    for f in dataclasses.fields(Preset):
+        nested = (
+            [g for g in dataclasses.fields(type(getattr(Preset(name="x"), f.name)))]
+            if f.name in ("writer", "prompt", "train", "tiny", "rl")
+            else []
+        )
+        for path in [f"{f.name}.{g.name}" for g in nested] or [f.name]:
+            assert path in covered, f"Preset field {path} is neither an option nor set by the run"

@@ -449,6 +449,16 @@ def test_validation_picks_the_best_checkpoint_and_stops_after_its_patience(
     assert again["selection"] == pytest.approx(best["selection"])
     assert manifest["config"]["validation"]["tasks"] == tasks
     assert best["accuracy"] > 0  # it learned something the validation states show: the choice was not a tie at 0
+    # teacher-forced accuracy is what greedy decoding would write: the same verdict state by state
+    from firsthand.inference import AgentInput, ModelAgent
+    from firsthand.validation import teacher_forced
+
+    agent = ModelAgent(*load(tmp_path / "run" / "model"), max_new_tokens=24)
+    agent.model.eval()
+    forced = teacher_forced(agent, check.prompts, check.completions)
+    replies = agent.act([AgentInput(p, []) for p in check.prompts])
+    greedy = [reply == c for reply, c in zip(replies, check.completions, strict=True)]
+    assert forced == greedy and any(forced) and not all(forced)
 
 
 def test_auxiliary_batches_keep_il_steps_and_add_world_model_records(data: dict[str, Path]) -> None:

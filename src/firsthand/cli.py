@@ -12,7 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
-from firsthand.options import with_configs
+from firsthand.options import nested_overrides, with_configs, with_overrides
+from firsthand.settings import PRESET_EXCLUDED, PRESET_PREFIXES, Preset
 from firsthand.stages.branch import BranchConfig
 from firsthand.stages.build import BuildConfig
 from firsthand.stages.rl import RLConfig
@@ -373,6 +374,7 @@ def train(
                 validation,
                 PromptConfig(**read_manifest(expert_data, "build")["config"]["prompt"]),  # the data's prompt
                 max_new_tokens=THOUGHT_TOKENS if thinks else ACTION_TOKENS,
+                thinks=thinks,
             )
         with main_process_first():  # launched on several processes: one of them makes the base model
             tiny = TinyConfig(seed=config.seed)
@@ -517,65 +519,11 @@ def rl(
 
 
 @app.command()
+@with_overrides(Preset, prefixes=PRESET_PREFIXES, exclude=PRESET_EXCLUDED)
 def run(
+    overrides: dict[tuple[str, ...], Any],
     preset: Annotated[str, typer.Option(help="quickstart, standard or smoke.")] = "quickstart",
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/PRESET).")] = None,
-    model: Annotated[str | None, typer.Option(help="Override the preset's model.")] = None,
-    env: Annotated[
-        str | None, typer.Option(help="Override the preset's environment (NAME or NAME:key=value:..., arguments).")
-    ] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes for collect/branch.")] = None,
-    jobs: Annotated[
-        int | None, typer.Option(help="Trainings and evaluations side by side (1 on a GPU, else cores, max 4).")
-    ] = None,
-    walk_steps: Annotated[
-        int | None, typer.Option(help="Pretrain the tiny model on random-policy episodes for this many steps.")
-    ] = None,
-    train_episodes: Annotated[int | None, typer.Option(help="Override the expert trajectories collected.")] = None,
-    eval_episodes: Annotated[int | None, typer.Option(help="Override the episodes per split and seed.")] = None,
-    k: Annotated[int | None, typer.Option(help="Override the alternatives per expert state.")] = None,
-    seeds: Annotated[str | None, typer.Option(help="Override the seeds, comma-separated (e.g. 0,1,2).")] = None,
-    methods: Annotated[
-        str | None, typer.Option(help="Override the methods, comma-separated (il, iwm, sr, iwm+sr, star).")
-    ] = None,
-    reflector: Annotated[
-        str | None,
-        typer.Option(help="Who writes SR's reflections: template, policy (the --model), a model, or a served model."),
-    ] = None,
-    backend: Annotated[str | None, typer.Option(help="Generation backend: auto, hf, vllm, openai.")] = None,
-    base_url: Annotated[
-        str | None, typer.Option(help="OpenAI-compatible server for the reflector (key from $OPENAI_API_KEY).")
-    ] = None,
-    budgets: Annotated[
-        str | None,
-        typer.Option(
-            help="Override the budget rules, comma-separated (auto: IL's budget from validation; paper; matched)."
-        ),
-    ] = None,
-    compute_control: Annotated[
-        bool | None,
-        typer.Option("--compute-control/--no-compute-control", help="Also train IL for each method's steps."),
-    ] = None,
-    evaluations: Annotated[
-        str | None,
-        typer.Option(help="How models are evaluated, comma-separated: greedy, score (likeliest valid action), sample."),
-    ] = None,
-    splits: Annotated[
-        str | None,
-        typer.Option(help="Test splits, comma-separated (default id_test,ood_test; household also novel_test)."),
-    ] = None,
-    validation_tasks: Annotated[int | None, typer.Option(help="Validation episodes (rule auto).")] = None,
-    patience: Annotated[
-        int | None, typer.Option(help="IL's budget search stops after this many validations without a better one.")
-    ] = None,
-    with_rl: Annotated[
-        bool,
-        typer.Option("--with-rl", help="Continue every trained model with RL (one budget) and evaluate it again."),
-    ] = False,
-    rl_algos: Annotated[str | None, typer.Option(help="RL algorithms, comma-separated (grpo, gigpo).")] = None,
-    rl_iterations: Annotated[
-        int | None, typer.Option(help="RL iterations (quickstart: 8 of 16 tasks x 8 rollouts each).")
-    ] = None,
     executor: ExecutorName = "local",
     ray_address: RayAddress = None,
     verbose: Verbose = False,
@@ -583,8 +531,8 @@ def run(
     """The main job: collect, branch, build, train IL/IWM/SR, evaluate, and print the table."""
     from firsthand.contract import InvalidInputError
     from firsthand.device import world_size
-    from firsthand.pipeline import get_preset
     from firsthand.pipeline import run as run_pipeline
+    from firsthand.settings import get_preset
 
     _setup_logging(verbose)
     with _errors():
@@ -595,32 +543,8 @@ def run(
                 f"its stages in one process. Launch `firsthand train` that way, one method at a time, and run "
                 f"the other stages directly"
             )
-        chosen = get_preset(
-            preset,
-            model=model,
-            env=env,
-            workers=workers,
-            jobs=jobs,
-            train_episodes=train_episodes,
-            eval_episodes=eval_episodes,
-            k=k,
-            seeds=_seeds(seeds),
-            methods=_names(methods),
-            budgets=_names(budgets),
-            compute_control=compute_control,
-            evaluations=_names(evaluations),
-            splits=_names(splits),
-            validation_tasks=validation_tasks,
-            patience=patience,
-            with_rl=with_rl or None,
-            rl_iterations=rl_iterations,
-            rl_algos=_names(rl_algos),
-            reflector=reflector,
-            backend=backend,
-            base_url=base_url,
-        )
-        if walk_steps is not None:
-            chosen = replace(chosen, tiny=replace(chosen.tiny, walk_steps=walk_steps))
+        top, nested = nested_overrides(overrides)
+        chosen = get_preset(preset, nested, **top)
         from firsthand.registry import label
 
         out = out or Path("runs") / (chosen.name if chosen.env == "household" else f"{chosen.name}-{label(chosen.env)}")
@@ -660,7 +584,9 @@ def report(
 
 
 @app.command()
+@with_overrides(Preset, prefixes=PRESET_PREFIXES, exclude=PRESET_EXCLUDED)
 def sweep(
+    overrides: dict[tuple[str, ...], Any],
     axis: Annotated[
         str, typer.Argument(help="demos (fraction of the demonstrations), k, width (tiny model) or aux-weight.")
     ],
@@ -673,52 +599,21 @@ def sweep(
         ),
     ] = None,
     preset: Annotated[str, typer.Option(help="The preset every point starts from.")] = "quickstart",
-    env: Annotated[
-        str | None, typer.Option(help="Override the preset's environment (NAME or NAME:key=value:..., arguments).")
-    ] = None,
-    train_episodes: Annotated[
-        int | None, typer.Option(help="Expert trajectories collected (the largest point).")
-    ] = None,
-    eval_episodes: Annotated[int | None, typer.Option(help="Override the episodes per split and seed.")] = None,
-    k: Annotated[int | None, typer.Option(help="Override the alternatives per expert state.")] = None,
-    layers: Annotated[int | None, typer.Option(help="Layers of the tiny model.")] = None,
-    seeds: Annotated[str | None, typer.Option(help="Override the seeds, comma-separated (e.g. 0,1,2).")] = None,
-    methods: Annotated[str | None, typer.Option(help="Override the methods, comma-separated.")] = None,
-    budgets: Annotated[str | None, typer.Option(help="Override the budget rules, comma-separated.")] = None,
-    compute_control: Annotated[
-        bool | None,
-        typer.Option("--compute-control/--no-compute-control", help="Also train IL for each method's steps."),
-    ] = None,
-    jobs: Annotated[int | None, typer.Option(help="Trainings and evaluations side by side.")] = None,
     executor: ExecutorName = "local",
     ray_address: RayAddress = None,
     verbose: Verbose = False,
 ) -> None:
     """The main job at several values of one setting (the paper's ablations, model size): a table and a plot."""
     from firsthand.contract import InvalidInputError
-    from firsthand.pipeline import get_preset
+    from firsthand.settings import get_preset
     from firsthand.sweep import AXES, Sweep
     from firsthand.sweep import sweep as run_sweep
 
     _setup_logging(verbose)
     with _errors():
         _use_executor(executor, ray_address)
-        chosen = get_preset(
-            preset,
-            env=env,
-            jobs=jobs,
-            train_episodes=train_episodes,
-            eval_episodes=eval_episodes,
-            k=k,
-            seeds=_seeds(seeds),
-            methods=_names(methods),
-            budgets=_names(budgets),
-            compute_control=compute_control,
-        )
-        if layers is not None:
-            if layers < 1:
-                raise InvalidInputError(f"--layers must be at least 1, got {layers!r}")
-            chosen = replace(chosen, tiny=replace(chosen.tiny, layers=layers))
+        top, nested = nested_overrides(overrides)
+        chosen = get_preset(preset, nested, **top)
         try:
             numbers = tuple(float(v) for v in values.split(",")) if values else AXES.get(axis, ())
         except ValueError:

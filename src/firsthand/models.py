@@ -55,22 +55,31 @@ class TinyConfig:
     """
 
     vocab_size: int = 2048
+    """Most tokens of the byte-level BPE tokenizer fitted on the run's own text."""
     hidden_size: int = 128
+    """Width of the residual stream."""
     intermediate_size: int = 344
+    """Width of each block's gated MLP."""
     layers: int = 4
+    """Transformer blocks."""
     heads: int = 4
+    """Attention heads per block."""
     max_positions: int = 1024
+    """Longest sequence (prompt and completion) the model takes."""
     seed: int = 0
+    """Seed of the initial weights (a run sets it per seed)."""
     walk_steps: int = 0
     """Steps of language-model pretraining on episodes of a random policy in the environment (see
     `pretrain_on_walks`); 0 skips it."""
     walk_episodes: int = 1200
+    """Random-policy episodes played for walk pretraining."""
     walk_tasks: int = 150
     """The walks cycle through the first `walk_tasks` train tasks (the pipeline sets it to the tasks the
     expert demonstrations come from, so no environment has to build worlds the run never uses)."""
     walk_length: int = 14
     """Random actions per walk episode."""
     walk_learning_rate: float = 1e-3
+    """Learning rate of walk pretraining."""
     walk_batch: int = 16
     """Walk episodes per pretraining step."""
 

@@ -14,272 +14,32 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from firsthand.artifacts import MANIFEST, check_output_dir, claimed, load_records, write_json_atomic
-from firsthand.contract import METHODS, RATIONALES, InvalidInputError, UnknownNameError
+from firsthand.contract import METHODS, RATIONALES, InvalidInputError
 from firsthand.inference import Agent
 from firsthand.jobs import Job, default_workers, run_jobs
-from firsthand.models import TinyConfig, check_model_name, starting_model
-from firsthand.policy_gradient import ALGORITHMS
+from firsthand.models import starting_model
 from firsthand.progress import Progress, no_progress
 from firsthand.prompts import PromptConfig
-from firsthand.registry import opened, parse_name
+from firsthand.registry import opened
 from firsthand.report_html import write_html
+from firsthand.settings import ENV_SETTINGS, PRESETS, Preset, eval_settings, get_preset
 from firsthand.stages.branch import BranchConfig, branch
 from firsthand.stages.build import AllDropped, BuildConfig, WriterConfig, build
 from firsthand.stages.collect import collect
-from firsthand.stages.evaluate import ACTION_TOKENS, THOUGHT_TOKENS, evaluate, make_agent
-from firsthand.stages.report import EVALUATIONS, eval_folder, write_report
-from firsthand.stages.rl import RLConfig, rl
-from firsthand.stages.train import AUXILIARY, TRAIN_METHODS, TrainConfig, needed_data, planned_stages, train
-from firsthand.stats import BUDGET_RULES
+from firsthand.stages.evaluate import evaluate, make_agent
+from firsthand.stages.report import eval_folder, write_report
+from firsthand.stages.rl import rl
+from firsthand.stages.train import AUXILIARY, TrainConfig, needed_data, planned_stages, train
+
+__all__ = ["ENV_SETTINGS", "PRESETS", "Preset", "eval_settings", "get_preset", "run"]  # settings: `firsthand.settings`
 
 log = logging.getLogger(__name__)
-
-
-RL_SETTINGS = RLConfig(iterations=8, learning_rate=1e-4, temperature=0.5)
-"""`run --with-rl`'s budget for the tiny model: 8 iterations of 16 tasks x 8 rollouts. Temperature 0.5 and
-learning rate 1e-4 were chosen on IL alone (docs/rl.md: at 1.0 the tiny model's samples are mostly noise)."""
-
-
-@dataclass
-class Preset:
-    """Everything a run needs; `firsthand run --preset NAME` picks one of PRESETS."""
-
-    name: str
-    env: str = "household"
-    model: str = "tiny"
-    train_episodes: int = 400
-    """Expert trajectories collected on the train split (the paper's low-data regime: ALFWorld has ~3,500)."""
-    k: int = 8
-    """Alternatives per expert state (IWM uses all; SR contrasts `sr_alternatives` of them)."""
-    sr_alternatives: int = 2
-    eval_episodes: int = 50
-    """Episodes per split and seed."""
-    splits: tuple[str, ...] = ("id_test", "ood_test")
-    seeds: tuple[int, ...] = (0,)
-    methods: tuple[str, ...] = ("il", "iwm", "sr")
-    """Training methods (see `stages.train.TRAIN_METHODS`: il, iwm, sr, iwm+sr, star)."""
-    writer: WriterConfig = field(default_factory=WriterConfig)
-    """Who writes SR's reflections (`reflector`: template, policy = `model`, another model or a served one)
-    and STaR's rationales (always `model`: STaR keeps what the policy itself got right)."""
-    budgets: tuple[str, ...] = ("auto",)
-    """Budget rules the methods are trained under (`stats.plan_steps`): auto (IL trains until its validation
-    stops improving; its best step is the budget the paper's rule gives every method, each reported at the
-    checkpoint its own validation picks), paper (from IL's fixed epochs), matched (every method IL's steps,
-    from the validated budget when auto is among the rules). IL is trained once."""
-    compute_control: bool = False
-    """Also train IL for exactly as many optimizer steps as each other method ("IL, same steps"), so that
-    more steps and early experience can be told apart (one IL run per distinct step count)."""
-    validation_tasks: int = 20
-    """Validation episodes (training tasks after the demonstrations' ones), played at each validation."""
-    validate_every: int = 200
-    """Steps between two validations of a training (rule auto)."""
-    patience: int = 4
-    """IL's budget search stops after this many validations without a better one."""
-    max_epochs: float = 40.0
-    """The longest IL's budget search may train, in epochs over the expert data."""
-    evaluations: tuple[str, ...] = ("greedy", "score")
-    """How each model is evaluated: greedy (free generation, parsed), score (the likeliest valid action:
-    decisions apart from spelling; only where the environment lists valid actions), sample (generation at
-    `sample_temperature`, the paper's evaluation). Each has its tables."""
-    sample_temperature: float = 0.4
-    aux_weights: tuple[float, ...] = (0.01, 0.05, 0.2, 1.0)
-    """The grid of iwm-aux's and actobs's weight lambda: under rule auto each seed trains one model per value
-    and keeps the one its validation scores best (the same rule for every seed; the choice is reported). One
-    value, or no validation: `train.aux_weight` alone."""
-    max_steps: int | None = None
-    """Step limit of evaluation episodes (None: the adapter's `default_max_steps`)."""
-    eval_batch_size: int = 50
-    max_new_tokens: int = ACTION_TOKENS
-    """Generation budget per step for IL/IWM; SR gets `sr_max_new_tokens` for its thought."""
-    sr_max_new_tokens: int = THOUGHT_TOKENS
-    prompt: PromptConfig = field(default_factory=lambda: PromptConfig(history=2, show_valid_actions=False))
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, batch_size=4, learning_rate=1e-3))
-    """Small batches: at the same tokens, more steps of batch 4 beat fewer of batch 16 (docs/calibration.md)."""
-    tiny: TinyConfig = field(default_factory=TinyConfig)
-    """Shape and walk pretraining of the `tiny` model (used when model == "tiny")."""
-    workers: int = 1
-    """Worker processes for collection and branching."""
-    with_rl: bool = False
-    """RL after supervised training (`firsthand run --with-rl`): every trained model continues with the one RL
-    budget `rl`, once per algorithm of `rl_algos`, and is evaluated again."""
-    rl: RLConfig = field(default_factory=lambda: RL_SETTINGS)
-    rl_algos: tuple[str, ...] = ("grpo",)
-    jobs: int | None = None
-    """Trainings and evaluations run side by side in this many processes, each with cores / jobs threads
-    (None: `jobs.default_workers()`, 1 on a GPU). Results do not depend on the order; the thread count
-    changes float rounding, so runs with other values differ in the last digits."""
-
-
-PRESETS: dict[str, Preset] = {
-    "smoke": Preset(
-        name="smoke",
-        train_episodes=12,
-        k=2,
-        sr_alternatives=1,
-        eval_episodes=4,
-        max_steps=4,
-        train=TrainConfig(epochs=1, batch_size=8, max_length=768),
-        sr_max_new_tokens=64,
-        rl=RLConfig(iterations=1, tasks_per_iteration=2, group_size=2, learning_rate=1e-4, temperature=0.5),
-        validation_tasks=3,
-        validate_every=4,
-        patience=1,
-        max_epochs=3,
-    ),
-    # The fair comparison at the size `make run` fits in 15 minutes on the 2-core machine: IL trained until its
-    # validation stops improving, every method from that budget at its own best checkpoint, two seeds, both
-    # decision modes. 40 demonstrations (the low-data arm, where the paper's gains are largest), batches of 8
-    # at 2e-3 so IL converges in fewer steps (the same settings for every method; docs/calibration.md).
-    "quickstart": Preset(
-        name="quickstart",
-        seeds=(0, 1),
-        train_episodes=40,
-        tiny=TinyConfig(layers=2),
-        train=TrainConfig(epochs=6, batch_size=8, learning_rate=2e-3),
-        validate_every=100,
-        patience=4,
-        validation_tasks=40,  # at IL's low success here 20 episodes make the choice of step mostly noise
-    ),
-    # The fair comparison (docs/results.md): IL, IWM, SR and IWM+SR under auto with matched beside it, each
-    # method at its own validated checkpoint, IL of the same steps for every method, 5 seeds, 300 episodes
-    # per split, both decision modes; resumable, to be run in parts.
-    "standard": Preset(
-        name="standard",
-        train_episodes=150,
-        tiny=TinyConfig(layers=2),
-        seeds=(0, 1, 2, 3, 4),
-        eval_episodes=300,
-        methods=("il", "iwm", "sr", "iwm+sr"),
-        budgets=("auto", "matched"),
-        compute_control=True,
-        validation_tasks=50,
-    ),
-}
-
-
-PRETRAINED_TRAIN = TrainConfig(epochs=2, batch_size=8, learning_rate=2e-4, lora=True)
-"""How `run` trains a pretrained model (any --model but tiny) unless told otherwise: LoRA at 2e-4 for the paper's
-2 epochs. The presets' settings are the tiny model's (learning rate 1e-3 from scratch), which would wreck a
-pretrained model's weights."""
-
-ENV_SETTINGS: dict[str, dict[str, Any]] = {
-    # The quickstart's calibration (docs/calibration.md): 300 demonstrations x 6 epochs is the most IL
-    # training that keeps `make run` within 15 minutes here.
-    "household": dict(
-        train_episodes=300,
-        train=TrainConfig(epochs=6, batch_size=4, learning_rate=1e-3),
-        # Every past action in the prompt: IL's success unchanged, its `go to` loops gone (docs/history.md).
-        prompt=PromptConfig(history=2, show_valid_actions=False, past_actions=True),
-    ),
-    # Open action space; calls with arguments are long, and the current request and the function
-    # signatures are only in earlier observations, so prompts keep more history.
-    "bfcl": dict(
-        max_new_tokens=96,
-        prompt=PromptConfig(history=4, show_valid_actions=False, max_observation_chars=600),
-    ),
-    # Short valid-action lists (5-40); one 126 MB JVM per instance.
-    "textworld-express": dict(eval_batch_size=32),
-    "tau-retail": {},
-    "textworld-cooking": {},
-    # Long observations: fewer environments stepped together (prompts of ~1,000 tokens).
-    "scienceworld": dict(eval_batch_size=25),
-}
-"""Per-environment changes to the presets' generic defaults (generation budgets, prompt shape, how many
-environment instances evaluation keeps alive). Step limits are the adapters' own `default_max_steps`, so the
-Python API, `eval` and `run` play the same episodes."""
-
-
-def get_preset(name: str, **overrides: Any) -> Preset:
-    if name not in PRESETS:
-        raise UnknownNameError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    for key in ("train_episodes", "eval_episodes", "jobs", "validation_tasks", "validate_every", "patience"):
-        if key in overrides and overrides[key] < 1:
-            raise InvalidInputError(f"{key} must be at least 1, got {overrides[key]!r}")
-    _check_names(overrides)
-    if "k" in overrides:  # checked here, before collection runs, by branching's own rule
-        BranchConfig(k=overrides["k"]).validate()
-    if "rl_iterations" in overrides:  # applied to the preset's own RL settings
-        overrides["rl"] = replace(PRESETS[name].rl, iterations=overrides.pop("rl_iterations"))
-        overrides["rl"].validate()
-    if "splits" in overrides:
-        overrides["splits"] = tuple(overrides["splits"])
-        if not overrides["splits"] or "train" in overrides["splits"]:
-            raise InvalidInputError(f"splits are the test splits to evaluate on, got {list(overrides['splits'])!r}")
-    if "seeds" in overrides:
-        overrides["seeds"] = tuple(overrides["seeds"])
-        if not overrides["seeds"] or len(set(overrides["seeds"])) != len(overrides["seeds"]):
-            raise InvalidInputError(f"seeds must be distinct and at least one, got {list(overrides['seeds'])!r}")
-    preset = _with_model_settings(PRESETS[name], overrides)
-    for split in ("train", *preset.splits):  # a bad name, argument or split is refused before any warning or work
-        with opened(preset.env, split):
-            pass
-    check_model_name(preset.model)
-    if preset.writer.reflector not in ("template", "policy") and preset.writer.base_url is None:
-        check_model_name(preset.writer.reflector)  # a served model's name is the server's to check
-    env = parse_name(preset.env)[0]  # the adapter's settings hold whatever arguments its name carries
-    if env not in ENV_SETTINGS:
-        log.warning(
-            "environment %r has no settings in firsthand.pipeline.ENV_SETTINGS: the generic ones apply (step limit: "
-            "the adapter's default_max_steps; prompt: the last 2 steps); choose others with run's options",
-            preset.env,
-        )
-    # An environment's settings replace generic defaults only: a preset's own choice (smoke's 4-step
-    # episodes) and explicit overrides stand.
-    generic = Preset(name=preset.name)
-    settings = {
-        k: v
-        for k, v in ENV_SETTINGS.get(env, {}).items()
-        if k not in overrides and getattr(preset, k) == getattr(generic, k)
-    }
-    return replace(preset, **settings)
-
-
-def _check_names(overrides: dict[str, Any]) -> None:
-    """The overrides that list names (methods, budget rules, evaluations, RL algorithms), as tuples of known
-    ones; an unknown name is refused, listing the valid ones."""
-    for key, valid, what in (
-        ("methods", TRAIN_METHODS, "methods"),
-        ("budgets", BUDGET_RULES, "budgets"),
-        ("evaluations", EVALUATIONS, "evaluations"),
-        ("rl_algos", ALGORITHMS, "RL algorithms"),
-    ):
-        if key in overrides:
-            overrides[key] = tuple(overrides[key])
-            unknown = [v for v in overrides[key] if v not in valid]
-            if unknown or not overrides[key]:
-                raise UnknownNameError(f"unknown {what} {unknown!r}; valid {what}: {', '.join(valid)}")
-
-
-def _with_model_settings(preset: Preset, overrides: dict[str, Any]) -> Preset:
-    """`preset` with `overrides`: the writer's options go into its writer settings, a pretrained model trains
-    with `PRETRAINED_TRAIN` unless told otherwise, and writers no model of the run can be are refused."""
-    writing = {k: overrides.pop(k) for k in ("reflector", "backend", "base_url") if k in overrides}
-    if writing:
-        overrides["writer"] = replace(overrides.get("writer", preset.writer), **writing)
-    preset = replace(preset, **overrides)
-    if preset.model != "tiny" and "train" not in overrides:
-        preset = replace(preset, train=replace(PRETRAINED_TRAIN, max_length=preset.train.max_length))
-    _check_writers(preset)
-    return preset
-
-
-def _check_writers(preset: Preset) -> None:
-    """Refuse, before any work, a run whose reflections or rationales no model of it can write."""
-    writes = preset.writer.reflector == "policy" or "star" in preset.methods
-    if writes and preset.model == "tiny":
-        what = "STaR's rationales" if "star" in preset.methods else "--reflector policy"
-        raise InvalidInputError(
-            f"{what} need a policy model that writes language; the tiny model is trained from scratch on actions. "
-            f"Run with --model smollm2-135m (or a local model folder), or drop "
-            + ("star" if "star" in preset.methods else "the option")
-        )
 
 
 def _writer(preset: Preset, method: str) -> WriterConfig:
@@ -298,18 +58,6 @@ def collect_experts(preset: Preset, out: Path, progress: Progress = no_progress)
 
 def _without_rl(settings: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in settings.items() if k not in ("with_rl", "rl", "rl_algos")}
-
-
-def eval_settings(env: str, thinks: bool = False) -> dict[str, Any]:
-    """What `run` evaluates with on `env` (step limit, generation budget, batch): `firsthand eval`'s defaults,
-    so that both commands give the same numbers for the same model. `thinks`: an SR model, which writes a
-    thought before its action."""
-    preset = get_preset("quickstart", env=env)
-    return {
-        "max_steps": preset.max_steps,
-        "max_new_tokens": preset.sr_max_new_tokens if thinks else preset.max_new_tokens,
-        "batch_size": preset.eval_batch_size,
-    }
 
 
 def run(preset: Preset, out: Path, progress: Progress = no_progress, *, branches: Path | None = None) -> dict[str, Any]:
@@ -480,6 +228,8 @@ def _other_trainings(preset: Preset, data: dict[str, Path], il_steps: dict[int, 
                 stages = planned_stages(method, data, cfg)
                 label = _label(method, rule)
                 grid = preset.aux_weights if method in AUXILIARY and validated and len(preset.aux_weights) > 1 else ()
+                if method in AUXILIARY and len(preset.aux_weights) == 1:  # one lambda: no choice to make
+                    cfg = replace(cfg, aux_weight=preset.aux_weights[0])
                 for weight in grid:  # one model per lambda; validation keeps one (`_chosen_weights`)
                     weighted = replace(cfg, aux_weight=weight)
                     seed_runs.append(Training(f"{label}-w{weight:g}", seed, method, weighted, stages, shown=label))
@@ -564,13 +314,20 @@ def _validators(preset: Preset, out: Path, progress: Progress) -> dict[bool, Any
             max_new_tokens=preset.sr_max_new_tokens if thinks else preset.max_new_tokens,
             max_steps=preset.max_steps,
             batch_size=preset.eval_batch_size,
+            thinks=thinks,
         )
         for thinks in (False, True)
     }
 
 
 def validator_from_experts(
-    folder: Path, prompt: PromptConfig, *, max_new_tokens: int, max_steps: int | None = None, batch_size: int = 50
+    folder: Path,
+    prompt: PromptConfig,
+    *,
+    max_new_tokens: int,
+    max_steps: int | None = None,
+    batch_size: int = 50,
+    thinks: bool = False,
 ) -> Any:
     """The `validation.Validator` of a collect directory of validation tasks' expert trajectories, rendering
     its states with `prompt` (the training data's)."""
@@ -587,6 +344,7 @@ def validator_from_experts(
         max_steps=max_steps,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
+        thinks=thinks,
     )
 
 

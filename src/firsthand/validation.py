@@ -5,7 +5,9 @@ improving, its best step count becomes every method's budget, and each method is
 its own validation picks. A `Validator` measures a model in training on the validation tasks (training tasks
 after the demonstrations, so disjoint from them and from both test splits):
 
-- ``accuracy``: teacher-forced, the expert's action at each expert state of the validation tasks (cheap);
+- ``accuracy``: teacher-forced, the expert's reply at each expert state of the validation tasks is the
+  model's likeliest token at every position (one forward pass per state, no generation; a model that thinks
+  first is given the placeholder thought its expert records were trained with);
 - ``success``: won episodes of the policy, greedy, from each validation task's start;
 - ``selection``: success plus a hundredth of accuracy, the one number a checkpoint is chosen by (success
   decides; accuracy breaks its ties, which a few episodes make frequent).
@@ -20,10 +22,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from firsthand.contract import normalize
 from firsthand.episodes import run_episodes
-from firsthand.inference import AgentInput, ModelAgent
-from firsthand.prompts import PromptConfig, parse_action
+from firsthand.inference import ModelAgent
+from firsthand.prompts import PromptConfig, with_placeholder_thought
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,15 @@ class Validator:
     """Validation tasks of the environment's train split, played from their start (`success`)."""
     prompts: tuple[str, ...]
     """Policy prompts at the validation tasks' expert states (`accuracy`)."""
-    actions: tuple[str, ...]
-    """The expert's action at each of `prompts`."""
+    completions: tuple[str, ...]
+    """The expert's reply (``Action: ...``) at each of `prompts`."""
     prompt: PromptConfig
     max_steps: int | None = None
     max_new_tokens: int = 24
     batch_size: int = 50
+    thinks: bool = False
+    """The model writes a thought before its action (SR, STaR): the expert replies begin with the placeholder
+    thought, as its expert records did in training (`prompts.with_placeholder_thought`)."""
 
     def describe(self) -> dict[str, Any]:
         """What a stage's configuration records of it (resuming with another validation is refused)."""
@@ -51,6 +55,7 @@ class Validator:
             "prompt": asdict(self.prompt),
             "max_steps": self.max_steps,
             "max_new_tokens": self.max_new_tokens,
+            "accuracy": "teacher-forced" + (", placeholder thought" if self.thinks else ""),
         }
 
     def measure(self, model: Any, tokenizer: Any) -> dict[str, float]:
@@ -59,11 +64,11 @@ class Validator:
         model.eval()
         try:
             agent = ModelAgent(model, tokenizer, name="validation", max_new_tokens=self.max_new_tokens)
+            replies = [with_placeholder_thought(c) if self.thinks else c for c in self.completions]
             right = 0
             for start in range(0, len(self.prompts), self.batch_size):
-                batch = [AgentInput(p, []) for p in self.prompts[start : start + self.batch_size]]
-                for reply, expert in zip(agent.act(batch), self.actions[start : start + self.batch_size], strict=True):
-                    right += normalize(parse_action(reply) or "") == normalize(expert)
+                end = start + self.batch_size
+                right += sum(teacher_forced(agent, self.prompts[start:end], replies[start:end]))
             results = run_episodes(
                 self.env,
                 "train",
@@ -80,6 +85,43 @@ class Validator:
         return {"accuracy": accuracy, "success": success, "selection": success + accuracy / 100}
 
 
+def teacher_forced(agent: ModelAgent, prompts: Sequence[str], replies: Sequence[str]) -> list[bool]:
+    """Whether each reply, and the end of the reply after it, is the model's likeliest continuation token by
+    token given the prompt in the agent's chat template: greedy decoding would write exactly it."""
+    import torch
+
+    tokenizer, model = agent.tokenizer, agent.model
+    eos = tokenizer.eos_token_id
+    rows, starts = [], []
+    for prompt, reply in zip(prompts, replies, strict=True):
+        head = tokenizer(agent.render(prompt), add_special_tokens=False)["input_ids"][-agent.max_prompt_tokens :]
+        tail = tokenizer(reply, add_special_tokens=False)["input_ids"] + [eos]
+        rows.append(head + tail)
+        starts.append(len(head))
+    # Left-padded, so that every reply ends the row: logits are computed for the last `keep` positions only
+    # (a 49k-token vocabulary over whole prompts would take gigabytes).
+    longest = max(map(len, rows))
+    keep = max(len(r) - start for r, start in zip(rows, starts, strict=True)) + 1
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    ids = torch.tensor([[pad] * (longest - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (longest - len(r)) + [1] * len(r) for r in rows])
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        logits = model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            logits_to_keep=keep,
+        ).logits
+    predicted = logits.argmax(-1).cpu()  # column j predicts the token at longest - keep + j + 1
+    right = []
+    for i, (row, start) in enumerate(zip(rows, starts, strict=True)):
+        n = len(row) - start  # the reply's tokens: the last n of the row, predicted by the n positions before them
+        right.append(bool((predicted[i, keep - n - 1 : keep - 1] == ids[i, longest - n :]).all()))
+    return right
+
+
 def validator(
     env: str,
     records: Sequence[dict[str, Any]],
@@ -89,16 +131,17 @@ def validator(
     max_steps: int | None = None,
     max_new_tokens: int = 24,
     batch_size: int = 50,
+    thinks: bool = False,
 ) -> Validator:
     """A `Validator` from the IL records built from the validation tasks' expert trajectories."""
-    actions = tuple(parse_action(r["completion"]) or "" for r in records)
     return Validator(
         env,
         tuple(tasks),
         tuple(r["prompt"] for r in records),
-        actions,
+        tuple(r["completion"] for r in records),
         prompt,
         max_steps=max_steps,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
+        thinks=thinks,
     )
