@@ -60,11 +60,13 @@ def run_episodes(
     max_steps: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
     on_episode: Callable[[EpisodeResult], None] | None = None,
-    on_step: Callable[[LiveEpisode, AgentInput, str], None] | None = None,
+    on_step: Callable[[LiveEpisode, AgentInput, Any], None] | None = None,
 ) -> list[EpisodeResult]:
     """Run `agent` on `tasks` of `split`, `batch_size` episodes at a time; results in task order (a task
     listed twice is played twice). `on_step(episode, input, reply)` sees every step before its action runs,
-    with the environment still at the state the agent saw (RL records its samples there)."""
+    with the environment still at the state the agent saw (RL records its samples there); an agent with
+    `generate` (a `ModelAgent`) is asked for its `Generation`s then, and the hook gets each one, token ids
+    included."""
     prompt = prompt or PromptConfig()
     kwargs = dict(env_kwargs or {})
     if max_steps is not None:
@@ -89,10 +91,12 @@ def run_episodes(
                 active.append(LiveEpisode(index, env, task, str(info.get("goal", "")), observation))
             inputs = [_agent_input(e, prompt, agent.wants_candidates) for e in active]
             still: list[LiveEpisode] = []
-            for e, x, reply in zip(active, inputs, agent.act(inputs), strict=True):
+            tokens = on_step is not None and hasattr(agent, "generate")
+            replies = agent.generate(inputs) if tokens else agent.act(inputs)
+            for e, x, reply in zip(active, inputs, replies, strict=True):
                 if on_step:
                     on_step(e, x, reply)
-                if _advance(e, x, reply):
+                if _advance(e, x, reply.text if tokens else reply):
                     results[e.index] = e.result  # type: ignore[assignment]
                     idle.append(e.env)
                     if on_episode:

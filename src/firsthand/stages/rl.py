@@ -147,29 +147,6 @@ class _Sample:
     """The environment's next observation as tokens after the completion (`RLConfig.obs_loss`)."""
 
 
-class _Reply(str):
-    """A reply's text that carries its tokens through `run_episodes` to the step hook."""
-
-    generation: Generation
-
-
-class _SamplingPolicy:
-    """The policy during rollouts: a sampling `ModelAgent` whose replies keep their token ids."""
-
-    wants_candidates = False
-
-    def __init__(self, agent: ModelAgent) -> None:
-        self.agent, self.name = agent, agent.name
-
-    def act(self, inputs: Sequence[AgentInput]) -> list[str]:
-        replies = []
-        for g in self.agent.generate(inputs):
-            reply = _Reply(g.text)
-            reply.generation = g
-            replies.append(reply)
-        return replies
-
-
 def rollouts(
     agent: ModelAgent,
     env: str,
@@ -182,16 +159,15 @@ def rollouts(
     played = [t for t in tasks for _ in range(config.group_size)]
     steps: dict[int, list[_Sample]] = {i: [] for i in range(len(played))}
 
-    def record(e: LiveEpisode, x: AgentInput, reply: str) -> None:
-        g = reply.generation  # type: ignore[attr-defined]
-        malformed = parse_action(reply) is None
+    def record(e: LiveEpisode, x: AgentInput, g: Generation) -> None:
+        malformed = parse_action(g.text) is None
         steps[e.index].append(_Sample(g.prompt_ids, g.completion_ids, e.env.state_key(e.observation), malformed))
 
     results = run_episodes(
         env,
         "train",
         played,
-        _SamplingPolicy(agent),
+        agent,
         prompt=prompt,
         batch_size=config.rollout_batch_size,
         max_steps=config.max_steps,
