@@ -20,9 +20,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from firsthand.generation import Sampling, open_backend
+from firsthand.layout import method_name
 from firsthand.pipeline import get_preset, run
 from firsthand.prompts import PromptConfig
-from firsthand.stages.report import method_name
 from firsthand.stages.train import TrainConfig
 
 

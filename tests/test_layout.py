@@ -160,3 +160,48 @@ def test_every_preset_field_is_a_documented_option_of_run_and_sweep(command: str
         )
         for path in [f"{f.name}.{g.name}" for g in nested] or [f.name]:
             assert path in covered, f"Preset field {path} is neither an option nor set by the run"
+
+
+@pytest.mark.parametrize(
+    ("text", "label", "name"),
+    [
+        ("il", ("il", "", None, "", None), "IL"),
+        ("iwm-matched", ("iwm", "matched", None, "", None), "IWM (matched budget)"),
+        ("iwm+sr-paper", ("iwm+sr", "paper", None, "", None), "IWM+SR (paper budget)"),
+        ("iwm-aux", ("iwm-aux", "", None, "", None), "IWM, auxiliary loss"),
+        ("il-steps1200", ("il", "", 1200, "", None), "IL, 1,200 steps"),
+        ("sr@grpo", ("sr", "", None, "grpo", None), "SR + GRPO"),
+        ("iwm-matched@gigpo", ("iwm", "matched", None, "gigpo", None), "IWM (matched budget) + GIGPO"),
+        ("actobs-w0.05", ("actobs", "", None, "", 0.05), "ActObs"),
+    ],
+)
+def test_a_label_reads_back_what_it_writes(text: str, label: tuple, name: str) -> None:
+    from firsthand.layout import Label
+
+    parsed = Label.parse(text)
+    assert (parsed.method, parsed.rule, parsed.steps, parsed.algo, parsed.weight) == label
+    assert str(parsed) == text and parsed.name == name
+
+
+def test_the_run_layout_lists_what_it_names(tmp_path: Path) -> None:
+    """Every evaluation file and RL folder the layout names is listed back as the label, seed and split it
+    was named from: the pipeline writes, the report and the HTML page read, through one object."""
+    from firsthand.layout import Label, RunLayout
+
+    layout = RunLayout(tmp_path)
+    written = {
+        (Label("iwm", "matched"), 0, "id_test", "greedy"),
+        (Label("il", steps=700), 1, "ood_test", "greedy"),
+        (Label("sr", algo="grpo"), 2, "novel_test", "greedy"),
+        (Label("sr"), 0, "id_test", "score"),
+    }
+    for label, seed, split, evaluation in written:
+        path = layout.eval_file(label, seed, split, evaluation)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+    listed = {(label, seed, split, e) for e in ("greedy", "score") for label, seed, split, _ in layout.evaluations(e)}
+    assert listed == written
+    layout.rl(Label("iwm-aux"), 3, "gigpo").mkdir(parents=True)
+    assert [(str(label), seed) for label, seed, _ in layout.rl_runs()] == [("iwm-aux@gigpo", 3)]
+    assert Label.of("sr", "auto") == Label("sr") and Label.of("il", "matched") == Label("il")
+    assert Label("sr").thinks and Label("iwm+sr").thinks and not Label("iwm").thinks

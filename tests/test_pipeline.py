@@ -127,11 +127,13 @@ def test_a_run_refuses_writers_its_model_cannot_be() -> None:
 def test_each_seed_has_its_own_compute_control() -> None:
     """Under auto the seeds' validated budgets differ, so each method's compute control is the IL run of its
     step count in its own seed."""
+    from firsthand.layout import Label
     from firsthand.pipeline import Training, _compute_of
     from firsthand.stages.train import TrainConfig
 
     def t(label: str, seed: int, steps: int) -> Training:
-        return Training(label, seed, label.split("-")[0], TrainConfig(), [("expert", steps)])
+        parsed = Label.parse(label)
+        return Training(parsed, seed, parsed.method, TrainConfig(), [("expert", steps)])
 
     runs = [t("il", 0, 30), t("sr", 0, 70), t("il-steps70", 0, 70), t("il", 1, 20), t("sr", 1, 50)]
     runs.append(t("il-steps50", 1, 50))

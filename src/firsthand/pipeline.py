@@ -1,13 +1,8 @@
 """The main job: collect -> branch -> build -> train IL, IWM and SR -> evaluate -> report.
 
-Presets are plain Python objects; every stage writes its own directory under the run directory,
-so an interrupted run picks up where it stopped and a finished stage is never redone.
-
-    runs/quickstart/
-      experts/  branches/  data/{il,iwm,sr}/  models/tiny-seed0/
-      train/{il,iwm,sr}-seed0/  eval/{method}-seed0-{split}.json
-      rl/{method}-seed0-{algo}/  eval/{method}@{algo}-seed0-{split}.json   (with --with-rl)
-      results.json  results.md  results.png  report.html  preset.json
+Presets are plain Python objects (`firsthand.settings`); every stage writes its own directory under the run
+directory (`layout.RunLayout` names them all), so an interrupted run picks up where it stopped and a
+finished stage is never redone.
 """
 
 from __future__ import annotations
@@ -23,6 +18,7 @@ from firsthand.artifacts import MANIFEST, check_output_dir, claimed, load_record
 from firsthand.contract import METHODS, RATIONALES, InvalidInputError
 from firsthand.inference import Agent
 from firsthand.jobs import Job, default_workers, run_jobs
+from firsthand.layout import Label, RunLayout
 from firsthand.models import starting_model
 from firsthand.progress import Progress, no_progress
 from firsthand.prompts import PromptConfig
@@ -33,7 +29,7 @@ from firsthand.stages.branch import BranchConfig, branch
 from firsthand.stages.build import AllDropped, BuildConfig, WriterConfig, build
 from firsthand.stages.collect import collect
 from firsthand.stages.evaluate import evaluate, make_agent
-from firsthand.stages.report import eval_folder, write_report
+from firsthand.stages.report import write_report
 from firsthand.stages.rl import rl
 from firsthand.stages.train import AUXILIARY, TrainConfig, needed_data, planned_stages, train
 
@@ -74,6 +70,7 @@ def run(preset: Preset, out: Path, progress: Progress = no_progress, *, branches
 
 def _run(preset: Preset, out: Path, progress: Progress, branches: Path | None) -> dict[str, Any]:
     """`run` inside its claim on `out`."""
+    layout = RunLayout(out)
     preset_path = out / "preset.json"
     resolved = json.loads(json.dumps(asdict(preset)))
     # RL is added to a finished run without redoing it: its settings are checked by each RL stage instead
@@ -85,11 +82,11 @@ def _run(preset: Preset, out: Path, progress: Progress, branches: Path | None) -
     write_json_atomic(preset_path, resolved)
 
     if branches is None:
-        collected = collect_experts(preset, out / "experts", progress)  # fewer when the split is smaller
+        collected = collect_experts(preset, layout.experts, progress)  # fewer when the split is smaller
         with progress("branch", collected) as advance:
             branching = BranchConfig(k=preset.k)
-            branch(out / "experts", out / "branches", branching, workers=preset.workers, on_progress=advance)
-        branches = out / "branches"
+            branch(layout.experts, layout.branches, branching, workers=preset.workers, on_progress=advance)
+        branches = layout.branches
     data = {}
     not_trained: dict[str, str] = {}
     kinds = [*METHODS, *(["star"] if "star" in preset.methods else [])]
@@ -99,8 +96,8 @@ def _run(preset: Preset, out: Path, progress: Progress, branches: Path | None) -
                 prompt=preset.prompt, sr_alternatives=preset.sr_alternatives, writer=_writer(preset, method)
             )
             try:
-                build(method, branches, out / "data" / method, cfg, progress=progress)
-                data[method] = out / "data" / method
+                build(method, branches, layout.data(method), cfg, progress=progress)
+                data[method] = layout.data(method)
             except AllDropped as error:  # a weak writer: the other methods still run, the report says why
                 log.warning("%s", error)
                 not_trained.update({m: str(error) for m in preset.methods if method in needed_data(m)})
@@ -110,7 +107,7 @@ def _run(preset: Preset, out: Path, progress: Progress, branches: Path | None) -
     bases = {}
     for seed in preset.seeds:
         tiny = replace(preset.tiny, seed=seed, walk_tasks=preset.train_episodes)
-        folder = out / "models" / f"tiny-seed{seed}"
+        folder = layout.tiny(seed)
         bases[seed] = starting_model(preset.model, data.values(), folder, tiny=tiny, env=preset.env, progress=progress)
     workers = preset.jobs or default_workers()
     validators = _validators(preset, out, progress) if "auto" in preset.budgets else {}
@@ -120,10 +117,10 @@ def _run(preset: Preset, out: Path, progress: Progress, branches: Path | None) -
         return [
             Job(
                 train,
-                (t.method, data, bases[t.seed], out / "train" / f"{t.label}-seed{t.seed}", t.config),
+                (t.method, data, bases[t.seed], layout.train(t.label, t.seed), t.config),
                 {"validator": validators.get(_thinks(t.method))} if t.config.validate_every else {},
                 # a finished training counts for nothing: the bar shows the work still to do
-                total=0 if (out / "train" / f"{t.label}-seed{t.seed}" / MANIFEST).exists() else t.steps,
+                total=0 if (layout.train(t.label, t.seed) / MANIFEST).exists() else t.steps,
                 cost=sum(steps * chars[kind] for kind, steps in t.stages),  # characters to process: ~ time
             )
             for t in planned
@@ -144,15 +141,15 @@ def _run(preset: Preset, out: Path, progress: Progress, branches: Path | None) -
         evals = []
         for seed in preset.seeds:
             if preset.model != "tiny":  # a pretrained instruct model: the zero-shot prompt baseline
-                args = (preset, out, "prompt", seed, bases[seed])
+                args = (preset, out, Label("prompt"), seed, bases[seed])
                 evals.append(Job(_evaluate, args, {"evaluation": evaluation}, cost=preset.max_new_tokens))
             for t, manifest in zip(runs, manifests, strict=True):
                 if t.seed == seed:
-                    model = out / "train" / f"{t.label}-seed{seed}" / manifest["model"]
+                    model = layout.train(t.label, seed) / manifest["model"]
                     compute = {**_compute(manifest), **({"aux_weight": t.config.aux_weight} if t.shown else {})}
                     args = (preset, out, t.reported, seed, model, compute)
                     evals.append(Job(_evaluate, args, {"evaluation": evaluation}, cost=_new_tokens(preset, t.label)))
-            evals.append(Job(_evaluate, (preset, out, "random", seed, None), {"evaluation": evaluation}))
+            evals.append(Job(_evaluate, (preset, out, Label("random"), seed, None), {"evaluation": evaluation}))
         for job in evals:
             job.total = _episodes_to_evaluate(preset, out, job.args[2], job.args[3], evaluation)
         done = run_jobs(evals, f"evaluate {len(evals)} agents ({evaluation})", workers=workers, progress=progress)
@@ -168,29 +165,24 @@ def _run(preset: Preset, out: Path, progress: Progress, branches: Path | None) -
 
 @dataclass(frozen=True)
 class Training:
-    """One training of a run: its label (method and budget rule; `il-steps{N}` for IL of N steps), seed,
-    method, settings (measured on validation when `config.validate_every`) and planned stages. `label` names
-    its folder; `shown`, when set, the label it is reported under (the chosen point of a lambda grid)."""
+    """One training of a run: its label (method and budget rule; IL of N steps), seed, method, settings
+    (measured on validation when `config.validate_every`) and planned stages. `label` names its folder;
+    `shown`, when set, the label it is reported under (the chosen point of a lambda grid)."""
 
-    label: str
+    label: Label
     seed: int
     method: str
     config: TrainConfig
     stages: list[tuple[str, int]]
-    shown: str = ""
+    shown: Label | None = None
 
     @property
     def steps(self) -> int:
         return sum(steps for _, steps in self.stages)
 
     @property
-    def reported(self) -> str:
+    def reported(self) -> Label:
         return self.shown or self.label
-
-
-def _label(method: str, rule: str) -> str:
-    """A training's label: the method under rule auto (and IL under any), else `{method}-{rule}`."""
-    return method if rule == "auto" or method == "il" else f"{method}-{rule}"
 
 
 def _il_trainings(preset: Preset, data: dict[str, Path]) -> list[Training]:
@@ -203,7 +195,7 @@ def _il_trainings(preset: Preset, data: dict[str, Path]) -> list[Training]:
         cfg = replace(preset.train, seed=seed, budget="paper")
         if auto:
             cfg = replace(cfg, epochs=preset.max_epochs, validate_every=preset.validate_every, patience=preset.patience)
-        runs.append(Training("il", seed, "il", cfg, planned_stages("il", data, cfg)))
+        runs.append(Training(Label("il"), seed, "il", cfg, planned_stages("il", data, cfg)))
     return runs
 
 
@@ -226,19 +218,21 @@ def _other_trainings(preset: Preset, data: dict[str, Path], il_steps: dict[int, 
                     validate_every=preset.validate_every if validated else 0,
                 )
                 stages = planned_stages(method, data, cfg)
-                label = _label(method, rule)
+                label = Label.of(method, rule)
                 grid = preset.aux_weights if method in AUXILIARY and validated and len(preset.aux_weights) > 1 else ()
                 if method in AUXILIARY and len(preset.aux_weights) == 1:  # one lambda: no choice to make
                     cfg = replace(cfg, aux_weight=preset.aux_weights[0])
                 for weight in grid:  # one model per lambda; validation keeps one (`_chosen_weights`)
                     weighted = replace(cfg, aux_weight=weight)
-                    seed_runs.append(Training(f"{label}-w{weight:g}", seed, method, weighted, stages, shown=label))
+                    point = replace(label, weight=weight)
+                    seed_runs.append(Training(point, seed, method, weighted, stages, shown=label))
                 if not grid:
                     seed_runs.append(Training(label, seed, method, cfg, stages))
         if preset.compute_control:  # IL for exactly as many steps as each method (one run per step count)
             for steps in sorted({t.steps for t in seed_runs}):
                 cfg = replace(preset.train, seed=seed, budget="paper", steps=steps)
-                seed_runs.append(Training(f"il-steps{steps}", seed, "il", cfg, planned_stages("il", data, cfg)))
+                control = Label("il", steps=steps)
+                seed_runs.append(Training(control, seed, "il", cfg, planned_stages("il", data, cfg)))
         runs += seed_runs
     return runs
 
@@ -262,7 +256,7 @@ def _chosen_weights(
     for (label, seed), points in grids.items():
         _, weight, t, manifest = max(points, key=lambda p: (p[0], -p[1]))
         kept.append((t, manifest))
-        choices.setdefault(label, {})[str(seed)] = {
+        choices.setdefault(str(label), {})[str(seed)] = {
             "chosen": weight,
             "validation": {f"{p[1]:g}": p[0] for p in sorted(points, key=lambda p: p[1])},
         }
@@ -278,11 +272,11 @@ def _best_selection(manifest: dict[str, Any]) -> float:
 def _compute_of(runs: list[Training]) -> dict[str, dict[str, str]]:
     """Each early-experience label's compute control in each seed: the IL run of its step count there (under
     auto the seeds' budgets, and so their step counts, differ)."""
-    controls = {(t.seed, t.steps) for t in runs if t.label.startswith("il-steps")}
+    controls = {(t.seed, t.steps) for t in runs if t.label.is_control}
     out: dict[str, dict[str, str]] = {}
     for t in runs:
-        if not t.label.startswith("il") and (t.seed, t.steps) in controls:
-            out.setdefault(t.reported, {})[str(t.seed)] = f"il-steps{t.steps}"
+        if t.label.method != "il" and (t.seed, t.steps) in controls:
+            out.setdefault(str(t.reported), {})[str(t.seed)] = str(Label("il", steps=t.steps))
     return out
 
 
@@ -296,7 +290,7 @@ def _validators(preset: Preset, out: Path, progress: Progress) -> dict[bool, Any
     """The validation of the run's trainings, for models that act (False) and that think first (True): the
     `validation_tasks` training tasks after the demonstrations', their expert trajectories collected into
     out/validation."""
-    folder = out / "validation"
+    folder = RunLayout(out).validation
     with progress("collect validation", preset.validation_tasks) as advance:
         collect(
             preset.env,
@@ -365,11 +359,11 @@ def _after_rl(
     jobs, started = [], []
     for t, manifest in zip(runs, manifests, strict=True):
         label, seed = t.label, t.seed
-        if label.startswith("il-steps"):
+        if label.is_control:
             continue
-        model = out / "train" / f"{label}-seed{seed}" / manifest["model"]
+        model = RunLayout(out).train(label, seed) / manifest["model"]
         for algo in preset.rl_algos:
-            folder = out / "rl" / f"{label}-seed{seed}-{algo}"
+            folder = RunLayout(out).rl(label, seed, algo)
             config = replace(
                 preset.rl, algo=algo, seed=seed, max_steps=preset.max_steps, max_new_tokens=_new_tokens(preset, label)
             )
@@ -382,7 +376,7 @@ def _after_rl(
                     cost=_new_tokens(preset, label),
                 )
             )
-            started.append((f"{t.reported}@{algo}", seed, folder, _compute(manifest)))
+            started.append((replace(t.reported, algo=algo), seed, folder, _compute(manifest)))
     rl_manifests = run_jobs(jobs, f"rl {len(jobs)} models", workers=workers, progress=progress)
     evals = []
     for (label, seed, folder, trained), manifest in zip(started, rl_manifests, strict=True):
@@ -393,10 +387,9 @@ def _after_rl(
     return [row for job_rows in rows for row in job_rows]
 
 
-def _episodes_to_evaluate(preset: Preset, out: Path, label: str, seed: int, evaluation: str = "greedy") -> int:
+def _episodes_to_evaluate(preset: Preset, out: Path, label: Label, seed: int, evaluation: str = "greedy") -> int:
     """Episodes a model's evaluation has still to play (evaluations on disk are read, not redone)."""
-    folder = out / eval_folder(evaluation)
-    todo = [s for s in preset.splits if not (folder / f"{label}-seed{seed}-{s}.json").exists()]
+    todo = [s for s in preset.splits if not RunLayout(out).eval_file(label, seed, s, evaluation).exists()]
     return sum(_split_episodes(preset.env, s, preset.eval_episodes) for s in todo)
 
 
@@ -421,9 +414,9 @@ def _mean_chars(data: dict[str, Path]) -> dict[str, float]:
     }
 
 
-def _new_tokens(preset: Preset, method: str) -> int:
+def _new_tokens(preset: Preset, label: Label | str) -> int:
     """The generation budget per step: SR's models may write a thought before their action."""
-    thinks = any(k in method.split("@")[0].split("-")[0].split("+") for k in RATIONALES)
+    thinks = (label if isinstance(label, Label) else Label.parse(label)).thinks
     return preset.sr_max_new_tokens if thinks else preset.max_new_tokens
 
 
@@ -441,7 +434,7 @@ def _compute(manifest: dict[str, Any]) -> dict[str, int]:
 def _evaluate(
     preset: Preset,
     out: Path,
-    method: str,
+    label: Label,
     seed: int,
     model: Path | None,
     compute: dict[str, int] | None = None,
@@ -454,15 +447,15 @@ def _evaluate(
     rows = []
     agent: Agent | None = None  # loaded once, for the first split that needs it
     for split in preset.splits:
-        path = out / eval_folder(evaluation) / f"{method}-seed{seed}-{split}.json"
+        path = RunLayout(out).eval_file(label, seed, split, evaluation)
         if path.exists():
             rows.append(json.loads(path.read_text())["summary"])
             continue
         if agent is None:
             agent = make_agent(
                 model,
-                name=method,
-                max_new_tokens=_new_tokens(preset, method),
+                name=str(label),
+                max_new_tokens=_new_tokens(preset, label),
                 seed=seed,
                 backend=preset.writer.backend,
                 decision="score" if evaluation == "score" else "generate",
@@ -477,8 +470,8 @@ def _evaluate(
             prompt=preset.prompt,
             max_steps=preset.max_steps,
             batch_size=preset.eval_batch_size,
-            labels={"method": method, "seed": seed, "evaluation": evaluation, **(compute or {})},
-            description=f"eval {method} seed {seed} {split}",
+            labels={"method": str(label), "seed": seed, "evaluation": evaluation, **(compute or {})},
+            description=f"eval {label} seed {seed} {split}",
             progress=progress,
         )
         rows.append(summary)

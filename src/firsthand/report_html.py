@@ -12,17 +12,15 @@ import base64
 import html
 import json
 import random
-import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from firsthand.artifacts import MANIFEST, read_jsonl, read_manifest, write_text_atomic
-from firsthand.stages.report import method_name, ordered
+from firsthand.layout import RunLayout, method_name, ordered
 
 FOLD_CHARS = 600
 """Observations longer than this fold (ScienceWorld's run to thousands of characters)."""
-EVAL_NAME = re.compile(r"^(?P<method>.+)-seed(?P<seed>\d+)-(?P<split>[a-z_]+)\.json$")
 
 
 def write_html(run: Path, out: Path | None = None, *, samples: int = 4, seed: int = 0) -> Path:
@@ -94,13 +92,10 @@ def _episodes(run: Path) -> dict[str, Any]:
     """Every evaluation's episodes, keyed split -> seed -> method -> task (what the viewer reads)."""
     tree: dict[str, dict[str, dict[str, dict[str, Any]]]] = defaultdict(lambda: defaultdict(dict))
     files = 0
-    for path in sorted((run / "eval").glob("*.json")) if (run / "eval").is_dir() else []:
-        match = EVAL_NAME.match(path.name)
-        if not match:
-            continue
+    for label, seed, split, path in RunLayout(run).evaluations():
         episodes = json.loads(path.read_text(encoding="utf-8")).get("episodes", [])
         files += 1
-        tree[match["split"]][match["seed"]][match["method"]] = {
+        tree[split][str(seed)][str(label)] = {
             e["task"]: {
                 "won": e["won"],
                 "goal": e.get("goal", ""),

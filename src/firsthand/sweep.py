@@ -25,12 +25,13 @@ from typing import Any
 
 from firsthand.artifacts import MANIFEST, check_output_dir, claimed, read_manifest, write_json_atomic
 from firsthand.contract import InvalidInputError, UnknownNameError
+from firsthand.layout import RunLayout, method_name, ordered
 from firsthand.models import TinyConfig, tiny_parameters
 from firsthand.pipeline import Preset, collect_experts, run
 from firsthand.progress import Progress, no_progress
 from firsthand.report_html import write_html
 from firsthand.stages.branch import BranchConfig, branch, subset
-from firsthand.stages.report import method_name, ordered, save_figure
+from firsthand.stages.report import save_figure
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ def _parameters(preset: Preset, folder: Path) -> int | None:
     """The tiny model's parameters at a point: its vocabulary is what the tokenizer learned from the point's data."""
     if preset.model != "tiny":
         return None
-    config = json.loads((folder / "models" / f"tiny-seed{preset.seeds[0]}" / "config.json").read_text(encoding="utf-8"))
+    config = json.loads((RunLayout(folder).tiny(preset.seeds[0]) / "config.json").read_text(encoding="utf-8"))
     return tiny_parameters(preset.tiny, config["vocab_size"])
 
 

@@ -14,74 +14,22 @@ from typing import Any
 
 from firsthand.artifacts import package_versions, write_json_atomic
 from firsthand.contract import FirsthandError
+from firsthand.layout import Label, RunLayout, method_name, ordered
 from firsthand.registry import make
 from firsthand.stats import paired_comparison, two_level_bootstrap, wilson_interval
 
 log = logging.getLogger(__name__)
 
-METHOD_NAMES = {
-    "random": "Random",
-    "prompt": "Prompt",
-    "il": "IL",
-    "il-compute": "IL, equal compute",
-    "iwm": "IWM",
-    "sr": "SR",
-    "iwm+sr": "IWM+SR",
-    "iwm-aux": "IWM, auxiliary loss",
-    "actobs": "ActObs",
-    "star": "STaR",
-}
-ORDER = ("random", "prompt", "il", "il-compute", "iwm", "iwm-aux", "actobs", "sr", "iwm+sr", "star")
-COMPUTE = "il-steps"
-"""Labels `il-steps{N}`: IL trained for exactly N optimizer steps, the compute control of the methods of N steps."""
-
-
-def method_name(label: str) -> str:
-    """A results label as the tables print it: `iwm-matched` is IWM under the matched budget rule, `sr@grpo` SR
-    continued with GRPO, `il-steps1200` IL trained for 1,200 steps."""
-    if "@" in label:
-        start, _, algo = label.partition("@")
-        return f"{method_name(start)} + {algo.upper()}"
-    if label.startswith(COMPUTE):
-        return f"IL, {int(label[len(COMPUTE) :]):,} steps"
-    method, rule = _split(label)
-    name = METHOD_NAMES.get(method, method)
-    return f"{name} ({rule} budget)" if rule else name
-
-
-def _split(label: str) -> tuple[str, str]:
-    """(method, budget rule) of a training's label: the longest method name it begins with, then the rule."""
-    for method in sorted(METHOD_NAMES, key=len, reverse=True):
-        if label == method or label.startswith(method + "-"):
-            return method, label[len(method) + 1 :]
-    method, _, rule = label.partition("-")
-    return method, rule
-
-
-def ordered(labels: Any) -> list[str]:
-    """Labels in table order: baselines, IL and its compute controls (by steps), then each method, its
-    default rule first."""
-
-    def key(label: str) -> tuple[int, int, str]:
-        start = label.split("@")[0]  # a model continued with RL sorts with its starting point
-        if start.startswith(COMPUTE):
-            return (ORDER.index("il-compute"), int(start[len(COMPUTE) :]), label)
-        method = _split(start)[0]
-        return (ORDER.index(method) if method in ORDER else len(ORDER), 0, label)
-
-    return sorted(labels, key=key)
-
-
 Wins = Callable[[str, int, str], "dict[str, bool] | None"]
 """(method, seed, split) -> whether each task's episode was won; None where it was not evaluated."""
 
 
-def episode_wins(out: Path, folder: str = "eval") -> Wins:
-    """The per-episode outcomes of a run's evaluation files under `out`/`folder`, each file read once."""
+def episode_wins(out: Path, evaluation: str = "greedy") -> Wins:
+    """The per-episode outcomes of a run's evaluation files of `evaluation`, each file read once."""
 
     @functools.cache
     def wins(method: str, seed: int, split: str) -> dict[str, bool] | None:
-        path = Path(out) / folder / f"{method}-seed{seed}-{split}.json"
+        path = RunLayout(out).eval_file(method, seed, split, evaluation)
         if not path.exists():
             return None
         return {e["task"]: bool(e["won"]) for e in json.loads(path.read_text())["episodes"]}
@@ -154,9 +102,8 @@ def versus_il(
     pairs: dict[tuple[str, str], dict[int, dict[str, float]]] = defaultdict(dict)
     baseline_of = baseline_method if callable(baseline_method) else lambda method, seed: baseline_method
     for r in rows:
-        if (r["method"] in ("il", "il-compute", "random") or r["method"].startswith(COMPUTE)) and not callable(
-            baseline_method
-        ):
+        label = Label.parse(r["method"])
+        if label.method in ("il", "il-compute", "random") and not label.algo and not callable(baseline_method):
             continue
         baseline = baseline_of(r["method"], r["seed"])
         if baseline is None:
@@ -185,7 +132,7 @@ def failures(out: Path, rows: list[dict[str, Any]], env: str) -> dict[str, dict[
     instances: dict[str, Any] = {}
     try:
         for r in rows:
-            path = Path(out) / "eval" / f"{r['method']}-seed{r['seed']}-{r['split']}.json"
+            path = RunLayout(out).eval_file(r["method"], r["seed"], r["split"])
             if r["method"] == "random" or not path.exists():
                 continue
             if r["split"] not in instances:
@@ -446,7 +393,7 @@ def rl_markdown(
         "|---|---|" + "---|---|---|" * len(splits),
     ]
     for label in ordered(after):
-        start, _, algo = label.partition("@")
+        start, algo = str(Label.parse(label).start), Label.parse(label).algo
         cells = []
         for split in splits:
             before, now, gain = (
@@ -468,11 +415,12 @@ def rl_markdown(
 def rl_curves(out: Path) -> dict[str, list[float]]:
     """Rollout success at each RL iteration per `{label}@{algo}`, the mean over seeds (from out/rl)."""
     runs: dict[str, list[list[float]]] = defaultdict(list)
-    for stats in sorted(Path(out).glob("rl/*/iterations.jsonl")):
-        label, _, algo = stats.parent.name.rpartition("-")
-        start = label.rpartition("-seed")[0]
+    for label, _, folder in RunLayout(out).rl_runs():
+        stats = folder / "iterations.jsonl"
+        if not stats.exists():
+            continue
         lines = [json.loads(line) for line in stats.read_text(encoding="utf-8").splitlines() if line]
-        runs[f"{start}@{algo}"].append([line["success"] for line in lines])
+        runs[str(label)].append([line["success"] for line in lines])
     return {
         label: [statistics.fmean(c[i] for c in curves if i < len(c)) for i in range(max(map(len, curves)))]
         for label, curves in runs.items()
@@ -519,7 +467,7 @@ def write_report(
         mine = [r for r in rows if r.get("evaluation", "greedy") == evaluation]
         by_evaluation[evaluation] = _tables(out, mine, evaluation, compute_of or {})
     main = by_evaluation[evaluations[0]]
-    lost = failures(out, [r for r in main["rows"] if "@" not in r["method"]], preset.env)
+    lost = failures(out, [r for r in main["rows"] if not Label.parse(r["method"]).algo], preset.env)
     title = f"{preset.env}: {preset.model}, {preset.train_episodes} expert trajectories, k={preset.k}"
     results = {
         "preset": preset.name,
@@ -581,11 +529,6 @@ EVALUATIONS: tuple[str, ...] = ("greedy", "score", "sample")
 """How `run` can evaluate a model (`Preset.evaluations`); each writes its own folder (`eval_folder`)."""
 
 
-def eval_folder(evaluation: str) -> str:
-    """The folder of a run that holds one evaluation's files: eval/ (greedy), eval-score/, eval-sample/."""
-    return "eval" if evaluation == "greedy" else f"eval-{evaluation}"
-
-
 EVALUATION_NAMES = {
     "greedy": "greedy generation",
     "score": "the likeliest valid action (decisions apart from spelling)",
@@ -598,9 +541,9 @@ def _tables(
 ) -> dict[str, Any]:
     """One evaluation's numbers: pooled success, differences from IL and from each method's compute control,
     and (greedy) the RL rows."""
-    wins = episode_wins(out, eval_folder(evaluation))
-    rl_rows = [r for r in rows if "@" in r["method"]]
-    plain = [r for r in rows if "@" not in r["method"]]
+    wins = episode_wins(out, evaluation)
+    rl_rows = [r for r in rows if Label.parse(r["method"]).algo]
+    plain = [r for r in rows if not Label.parse(r["method"]).algo]
     pooled = pool(plain, wins)
     return {
         "rows": plain,
@@ -610,7 +553,7 @@ def _tables(
         if compute_of
         else {},
         "after": pool(rl_rows, wins),
-        "gains": versus_il(out, rl_rows, lambda label, seed: label.partition("@")[0], wins),
+        "gains": versus_il(out, rl_rows, lambda label, seed: str(Label.parse(label).start), wins),
     }
 
 
