@@ -32,7 +32,7 @@ def test_every_stage_runs_on_a_file_spec_with_several_workers(tmp_path: Path) ->
         "--train-episodes", "4", "--methods", "il", "--out", str(tmp_path / "run"),
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "has no settings in firsthand.pipeline.ENV_SETTINGS" in r.stderr  # said, not silently generic
+    assert "has no settings in firsthand.settings.ENV_SETTINGS" in r.stderr  # said, not silently generic
     experts = json.loads((tmp_path / "run" / "experts" / "manifest.json").read_text())
     assert experts["config"]["env"] == SPEC and experts["count"] == 4
     branches = json.loads((tmp_path / "run" / "branches" / "manifest.json").read_text())
