@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from firsthand.artifacts import read_model_prompt
-from firsthand.inference import ModelAgent, length_groups
+from firsthand.inference.agents import ModelAgent, length_groups
 from firsthand.prompts import PromptConfig
 from firsthand.registry import make
 from firsthand.stages.evaluate import run_episodes

@@ -23,7 +23,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from firsthand.generation import OpenAIBackend, Sampling, open_backend
+from firsthand.inference.backends import OpenAIBackend, Sampling, open_backend
 from firsthand.models import smollm2_path
 from firsthand.stages.branch import BranchConfig, branch
 from firsthand.stages.build import BuildConfig, written_sr_requests
@@ -83,7 +83,7 @@ VLLM_OFFLINE = """
 import json, sys, time
 sys.path.insert(0, {src!r})
 def main():
-    from firsthand.generation import Sampling, VLLMBackend
+    from firsthand.inference.backends import Sampling, VLLMBackend
     texts = json.load(open({prompts!r}))
     started = time.perf_counter(); backend = VLLMBackend({model!r}); up = time.perf_counter() - started
     sampling = Sampling(max_tokens={tokens}, temperature=0.7, seed=0)

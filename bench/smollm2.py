@@ -19,7 +19,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from firsthand.generation import Sampling, open_backend
+from firsthand.inference.backends import Sampling, open_backend
 from firsthand.layout import method_name
 from firsthand.pipeline import get_preset, run
 from firsthand.prompts import PromptConfig

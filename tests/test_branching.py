@@ -14,10 +14,10 @@ from firsthand import InvalidInputError, UnknownNameError, make
 from firsthand.artifacts import load_branches, load_trajectories, read_manifest
 from firsthand.contract import Branch
 from firsthand.envs.household import HouseholdEnv
-from firsthand.inference import ProposalContext
 from firsthand.stages.branch import (
     BranchConfig,
     PolicyProposer,
+    ProposalContext,
     branch,
     branch_trajectory,
     effective_shard_size,
@@ -240,10 +240,9 @@ def test_the_policy_proposer_renders_the_prompts_its_model_was_trained_on(tmp_pa
     from dataclasses import asdict
 
     from firsthand.artifacts import write_model_prompt
-    from firsthand.inference import ProposalContext
     from firsthand.models import TinyConfig, create_tiny
     from firsthand.prompts import PromptConfig
-    from firsthand.stages.branch import _load_sampler
+    from firsthand.stages.branch import ProposalContext, _load_sampler
 
     folder = create_tiny(["Goal: a\nAction: look"], tmp_path / "m", TinyConfig(layers=1, hidden_size=64, heads=2))
     planted = PromptConfig(history=0, show_valid_actions=False, restate_goal=False)

@@ -15,7 +15,7 @@ import pytest
 
 from firsthand import InvalidInputError
 from firsthand.artifacts import load_records
-from firsthand.generation import BackendUnavailable, OpenAIBackend, Sampling, cut_at_stop, open_backend
+from firsthand.inference.backends import BackendUnavailable, OpenAIBackend, Sampling, cut_at_stop, open_backend
 from firsthand.models import smollm2_path
 from firsthand.stages.branch import BranchConfig, branch
 from firsthand.stages.build import DROPPED, PARTIAL, BuildConfig, WriterConfig, build
@@ -139,7 +139,7 @@ def test_reflections_written_through_a_server_are_all_accounted(server: str, tmp
 
 
 def test_a_served_model_is_evaluated_through_the_backend(server: str, smollm2: Path, tmp_path: Path) -> None:
-    from firsthand.generation import BackendAgent
+    from firsthand.inference.backends import BackendAgent
     from firsthand.prompts import PromptConfig
     from firsthand.stages.evaluate import evaluate, make_agent
 

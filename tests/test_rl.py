@@ -129,7 +129,7 @@ def test_ppo_clip_loss_and_k3_match_a_plain_loop() -> None:
 
 
 def test_a_task_listed_twice_is_played_twice_and_every_step_is_seen() -> None:
-    from firsthand.inference import RandomAgent
+    from firsthand.inference.agents import RandomAgent
     from firsthand.stages.evaluate import run_episodes
 
     tasks = make("household", "train").tasks(2)
@@ -272,7 +272,7 @@ def test_sequence_logprobs_of_a_padded_batch_match_each_sequence_alone(small_mod
 def test_rl_raises_the_success_of_an_il_checkpoint_on_its_training_tasks(household_il: Path, tmp_path: Path) -> None:
     """Learning test: 12 GRPO iterations on 3 training tasks (8 rollouts each) from IL on 10 demonstrations.
     Measured once: sampled success 29% -> 72%, greedy 1/3 -> 2/3 (docs/rl.md); asserted: a clear rise."""
-    from firsthand.inference import ModelAgent
+    from firsthand.inference.agents import ModelAgent
     from firsthand.prompts import PromptConfig
     from firsthand.stages.evaluate import run_episodes, summarize
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from firsthand.inference import AgentInput, ModelAgent, ScoringAgent
+from firsthand.inference.agents import AgentInput, ModelAgent, ScoringAgent
 
 
 @pytest.fixture(scope="module")

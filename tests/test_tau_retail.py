@@ -121,10 +121,33 @@ def test_candidates_name_what_the_conversation_showed(env: TauRetailEnv) -> None
     assert "get_user_details(user_id='yusuf_rossi_9620')" in env.candidate_actions()
 
 
+def test_the_customer_is_any_callable_of_the_conversation() -> None:
+    """The adapter takes its customer as a function (messages -> reply) and imports no model code."""
+    import ast
+    import inspect
+
+    from firsthand.envs import tau_retail
+
+    imported = {
+        n.module for n in ast.walk(ast.parse(inspect.getsource(tau_retail))) if isinstance(n, ast.ImportFrom)
+    }
+    assert not {m for m in imported if m and m.startswith(("firsthand.inference", "firsthand.models"))}
+    heard: list[list[dict[str, str]]] = []
+    env = TauRetailEnv("train", customer=lambda messages: heard.append(messages) or "Customer: My email is a@b.c.")
+    env.reset(env.tasks(1)[0])
+    assert env.step("respond(message='Your email, please?')").observation == "Customer: My email is a@b.c."
+    assert [m["role"] for m in heard[0]] == ["system", "user", "assistant", "user"]
+    assert heard[0][-1]["content"] == "Your email, please?"
+    assert make("tau-retail", "train").customer is None  # the scripted customer
+
+
 def test_a_model_plays_the_customer_from_the_whole_scenario() -> None:
     """`user=smollm2-135m`: SmolLM2 answers the agent (greedily: a restored snapshot answers the same way)."""
+    from firsthand.inference.customer import ModelCustomer
+
     env = make("tau-retail:user=smollm2-135m", "train")
-    assert isinstance(env, TauRetailEnv) and env.user == "smollm2-135m"
+    assert isinstance(env, TauRetailEnv) and isinstance(env.customer, ModelCustomer)
+    assert env.customer.model == "smollm2-135m"
     task = env.tasks(1)[0]
     opening, _ = env.reset(task)
     assert opening.startswith("Customer: You received your order #W2378156")  # the customer speaks first
@@ -136,8 +159,8 @@ def test_a_model_plays_the_customer_from_the_whole_scenario() -> None:
     env.restore(saved)
     assert env.step(question).observation == answer
     heard: list[list[dict[str, str]]] = []
-    generate = env._customer.generate
-    env._customer.generate = lambda prompts, sampling: heard.append(prompts[0]) or generate(prompts, sampling)
+    model = env.customer
+    env.customer = lambda messages: heard.append(messages) or model(messages)
     env.step("get_order_details(order_id='#W2378156')")  # a tool call: the customer does not see it
     env.step("respond(message='Thanks. Which keyboard would you like?')")
     roles = [m["role"] for m in heard[0]]

@@ -26,7 +26,7 @@ from firsthand.envs.textworld_cooking import (
     parse_task,
     prepare,
 )
-from firsthand.inference import RandomAgent
+from firsthand.inference.agents import RandomAgent
 from firsthand.replay import replay
 from firsthand.stages.collect import collect
 from firsthand.stages.evaluate import run_episodes

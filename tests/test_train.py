@@ -10,7 +10,7 @@ import pytest
 
 from firsthand.artifacts import load_records
 from firsthand.contract import InvalidInputError
-from firsthand.inference import ModelAgent, RandomAgent
+from firsthand.inference.agents import ModelAgent, RandomAgent
 from firsthand.models import TinyConfig, create_tiny
 from firsthand.registry import make
 from firsthand.stages.branch import BranchConfig, branch
@@ -178,7 +178,7 @@ def test_batched_and_single_episodes_agree(data: dict[str, Path], tmp_path: Path
 
 
 def test_length_groups() -> None:
-    from firsthand.inference import MIN_GROUP, length_groups
+    from firsthand.inference.agents import MIN_GROUP, length_groups
 
     lengths = [170 + (i * 37) % 41 for i in range(50)]
     groups = length_groups(lengths, max_new_tokens=24)
@@ -192,7 +192,7 @@ def test_length_groups() -> None:
 
 def _inputs_at_various_states(split: str, n: int, prompt: Any) -> list[Any]:
     """Policy inputs 0-3 expert steps into each of the first `n` tasks: prompts of different lengths."""
-    from firsthand.inference import AgentInput
+    from firsthand.inference.agents import AgentInput
     from firsthand.prompts import policy_prompt
 
     env, inputs = make("household", split), []
@@ -207,7 +207,7 @@ def _inputs_at_various_states(split: str, n: int, prompt: Any) -> list[Any]:
 
 
 def test_response_prefix_starts_the_reply(data: dict[str, Path], tmp_path: Path) -> None:
-    from firsthand.inference import AgentInput
+    from firsthand.inference.agents import AgentInput
 
     plain = ModelAgent.from_path(_tiny(data, tmp_path / "base"), max_new_tokens=4)
     prefixed = ModelAgent.from_path(tmp_path / "base", max_new_tokens=4, response_prefix="Action: open")
@@ -265,7 +265,7 @@ def test_tiny_model_learns_to_beat_random_on_train_tasks(household_il: Path) -> 
 
     # Batched evaluation generates short replies in groups of similar prompt length: the trained model
     # answers 34 prompts that way exactly as it answers each alone.
-    from firsthand.inference import length_groups
+    from firsthand.inference.agents import length_groups
 
     agent = ModelAgent.from_path(household_il, max_new_tokens=24)
     inputs = _inputs_at_various_states("train", 34, prompt)
@@ -450,7 +450,7 @@ def test_validation_picks_the_best_checkpoint_and_stops_after_its_patience(
     assert manifest["config"]["validation"]["tasks"] == tasks
     assert best["accuracy"] > 0  # it learned something the validation states show: the choice was not a tie at 0
     # teacher-forced accuracy is what greedy decoding would write: the same verdict state by state
-    from firsthand.inference import AgentInput, ModelAgent
+    from firsthand.inference.agents import AgentInput, ModelAgent
     from firsthand.validation import teacher_forced
 
     agent = ModelAgent(*load(tmp_path / "run" / "model"), max_new_tokens=24)

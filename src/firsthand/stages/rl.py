@@ -42,8 +42,8 @@ from firsthand.artifacts import (
     write_model_prompt,
 )
 from firsthand.contract import InvalidInputError, UnknownNameError
-from firsthand.episodes import LiveEpisode, run_episodes
-from firsthand.inference import AgentInput, Generation, ModelAgent
+from firsthand.inference.agents import AgentInput, Generation, ModelAgent
+from firsthand.inference.episodes import LiveEpisode, run_episodes
 from firsthand.models import check_model_folder, load
 from firsthand.policy_gradient import ALGORITHMS, episode_advantages, ppo_clip_loss, step_rewards
 from firsthand.progress import Progress, no_progress

@@ -1,5 +1,5 @@
-"""Inference: the agents that act (random, a model with batched generation). Evaluation and RL rollouts use
-them; `generation` builds its Hugging Face backend on `ModelAgent`."""
+"""The agents that act: random, a model with batched generation, a model that scores the valid actions.
+Evaluation, validation and RL rollouts use them; `backends` builds its Hugging Face backend on `ModelAgent`."""
 
 from __future__ import annotations
 
@@ -11,29 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from firsthand.device import fast_bf16
-
-
-@dataclass(frozen=True)
-class ProposalContext:
-    """What a proposer sees at an expert state."""
-
-    goal: str
-    history: list[tuple[str, str]]  # (observation, action) pairs before this state
-    observation: str
-    valid_actions: list[str]
-    expert_action: str
-    open_actions: bool = False
-    """An open action space: `valid_actions` holds the environment's candidate actions, a sample of what
-    can be done rather than all of it, so a proposal outside them is still executed as proposed."""
-
-
-class ActionSampler(Protocol):
-    """A model that proposes candidate actions (implemented by the model backends)."""
-
-    def sample_actions(self, contexts: Sequence[ProposalContext], n: int) -> list[list[str]]:
-        """For each context, up to `n` candidate actions (free text, possibly invalid or repeated)."""
-        ...
-
+from firsthand.models import load
 
 Prompt = str | Sequence[dict[str, str]]
 """One user message, or a conversation as chat messages ({"role": ..., "content": ...}) to be answered."""
@@ -128,8 +106,6 @@ class ModelAgent:
 
     @classmethod
     def from_path(cls, path: Path, **kwargs: Any) -> ModelAgent:
-        from firsthand.models import load
-
         model, tokenizer = load(Path(path))
         return cls(model, tokenizer, **kwargs)
 

