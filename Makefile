@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench docs clean
 
 setup: $(VENV)/.installed
 
@@ -29,6 +29,10 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/ruff format --check src tests bench examples
+
+# docs/cli.md: every command and option, generated from the config dataclasses (a test keeps it current)
+docs: setup
+	$(BIN)/typer firsthand.cli utils docs --name firsthand --title "CLI reference" --output docs/cli.md
 
 bench: setup
 	$(BIN)/python bench/branching.py

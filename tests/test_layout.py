@@ -116,16 +116,19 @@ def test_stages_never_import_each_other_nor_what_sits_above_them() -> None:
             assert not {m for m in _imports(path) if m.startswith("firsthand.stages")}, path.name
 
 
-@pytest.mark.parametrize("command", ["branch", "build", "train"])
+@pytest.mark.parametrize("command", ["branch", "build", "train", "eval", "rl"])
 def test_every_config_field_is_a_documented_cli_option(command: str) -> None:
     import typer
 
     from firsthand.cli import app
     from firsthand.stages.branch import BranchConfig
     from firsthand.stages.build import BuildConfig
+    from firsthand.stages.evaluate import EvalConfig
+    from firsthand.stages.rl import RLConfig
     from firsthand.stages.train import TrainConfig
 
-    config = {"branch": BranchConfig, "build": BuildConfig, "train": TrainConfig}[command]
+    config = {"branch": BranchConfig, "build": BuildConfig, "train": TrainConfig, "eval": EvalConfig, "rl": RLConfig}
+    config = config[command]
     options = {opt: p.help for p in typer.main.get_command(app).commands[command].params for opt in p.opts}
     for path, _, _, doc in _fields(config):
         assert doc, f"{config.__name__}.{'.'.join(path)} has no docstring"
@@ -134,6 +137,29 @@ def test_every_config_field_is_a_documented_cli_option(command: str) -> None:
     skipped = {f.name for f in dataclasses.fields(config)} - settable - {"prompt", "writer"}  # nested: flattened
     assert skipped <= {"env_kwargs"}  # dict-valued: set through the Python API
     assert field_docs(config)  # the docstrings are read from the source
+
+
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    import typer
+
+    from firsthand.cli import app
+
+    for name, command in typer.main.get_command(app).commands.items():
+        for p in command.params:
+            if isinstance(p, typer.core.TyperOption):
+                assert p.help, f"firsthand {name} {p.opts[0]} has no help"
+
+
+def test_the_cli_reference_is_the_one_the_configs_generate(tmp_path: Path) -> None:
+    """docs/cli.md is generated (`make docs`); an option added, renamed or documented anew shows here."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "cli.md"
+    generate = "import sys; from typer.cli import main; sys.argv[0] = 'typer'; main()"
+    args = ["firsthand.cli", "utils", "docs", "--name", "firsthand", "--title", "CLI reference", "--output", str(out)]
+    subprocess.run([sys.executable, "-c", generate, *args], check=True, capture_output=True)
+    assert out.read_text() == (SRC.parents[1] / "docs" / "cli.md").read_text(), "docs/cli.md is stale: run make docs"
 
 
 @pytest.mark.parametrize("command", ["run", "sweep"])

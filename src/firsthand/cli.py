@@ -16,6 +16,7 @@ from firsthand.options import nested_overrides, with_configs, with_overrides
 from firsthand.settings import PRESET_EXCLUDED, PRESET_PREFIXES, Preset
 from firsthand.stages.branch import BranchConfig
 from firsthand.stages.build import BuildConfig
+from firsthand.stages.evaluate import EvalConfig
 from firsthand.stages.rl import RLConfig
 from firsthand.stages.train import TrainConfig
 
@@ -386,92 +387,57 @@ def train(
 
 
 @app.command("eval")
+@with_configs(config=EvalConfig)
 def evaluate(
     model: Annotated[str, typer.Option(help="A trained model folder, or 'random'.")],
     out: Annotated[Path, typer.Option(help="JSON file for the summary and every episode.")],
-    env: Annotated[str, typer.Option(help="Environment name.")] = "household",
-    split: Annotated[str, typer.Option(help="Task split.")] = "id_test",
-    episodes: Annotated[int, typer.Option(help="Episodes (the split's first N tasks).")] = 100,
-    max_steps: Annotated[
-        int | None, typer.Option(help="Step limit per episode (default: what `run` uses on the environment).")
-    ] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Episodes stepped together (one generate call; default: as `run`).")
-    ] = None,
-    max_new_tokens: Annotated[
-        int | None, typer.Option(help="Generation budget per step (default: as `run`, more for SR models).")
-    ] = None,
-    history: Annotated[
-        int | None,
-        typer.Option(help="Past steps in each prompt (default: as the model was trained; required for other models)."),
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the random agent and of sampled replies.")] = 0,
-    backend: Annotated[str, typer.Option(help="Generation backend: hf, vllm, auto (vllm on a GPU), openai.")] = "hf",
-    base_url: Annotated[
-        str | None,
-        typer.Option(help="Evaluate the --model an OpenAI-compatible server serves (needs --history unless a folder)."),
-    ] = None,
-    response_prefix: Annotated[
-        str, typer.Option(help="Make every reply begin with this text ('Thought:' makes an SR model reason first).")
-    ] = "",
-    expert_states: Annotated[
-        bool,
-        typer.Option(
-            "--expert-states", help="Score the action at every state of the expert's episodes (teacher-forced)."
-        ),
-    ] = False,
-    decision: Annotated[
-        str,
-        typer.Option(help="generate (write the action) or score (pick the likeliest valid action; hf backend)."),
-    ] = "generate",
-    temperature: Annotated[
-        float, typer.Option(help="0: greedy; above 0: sampled at this temperature (the paper: 0.4), by --seed.")
-    ] = 0.0,
+    config: EvalConfig,
 ) -> None:
     """Evaluate a model (or the random agent) on a split: success with a 95% Wilson interval."""
     from firsthand.contract import InvalidInputError
-    from firsthand.pipeline import eval_settings
+    from firsthand.settings import eval_settings
     from firsthand.stages.evaluate import check_arguments, expert_step_accuracy, make_agent, model_prompt, thinks
     from firsthand.stages.evaluate import evaluate as run_evaluate
 
+    c = config
     with _errors():
-        check_arguments(episodes, out)
-        local = base_url is None or Path(model).is_dir()  # a served model's name is no folder to read from
-        if not local and history is None:
+        check_arguments(c.episodes, out)
+        local = c.base_url is None or Path(model).is_dir()  # a served model's name is no folder to read from
+        if not local and c.history is None:
             raise InvalidInputError(
                 f"the served model {model!r} carries no prompt settings: choose the prompt with --history N"
             )
-        prompt = model_prompt(model if local else None, history)
-        defaults = eval_settings(env, thinks=local and thinks(model))
+        prompt = model_prompt(model if local else None, c.history)
+        defaults = eval_settings(c.env, thinks=local and thinks(model))
         agent = make_agent(
             model,
-            max_new_tokens=defaults["max_new_tokens"] if max_new_tokens is None else max_new_tokens,
-            response_prefix=response_prefix,
-            seed=seed,
-            backend=backend,
-            base_url=base_url,
-            decision=decision,
-            temperature=temperature,
+            max_new_tokens=defaults["max_new_tokens"] if c.max_new_tokens is None else c.max_new_tokens,
+            response_prefix=c.response_prefix,
+            seed=c.seed,
+            backend=c.backend,
+            base_url=c.base_url,
+            decision=c.decision,
+            temperature=c.temperature,
         )
         common = {
             "prompt": prompt,
-            "batch_size": defaults["batch_size"] if batch_size is None else batch_size,
-            "labels": {"model": model, "env": env},
+            "batch_size": defaults["batch_size"] if c.batch_size is None else c.batch_size,
+            "labels": {"model": model, "env": c.env},
             "progress": _progress,
         }
-        if expert_states:
-            summary = expert_step_accuracy(agent, env, split, episodes, out, **common)
+        if c.expert_states:
+            summary = expert_step_accuracy(agent, c.env, c.split, c.episodes, out, **common)
             typer.echo(
-                f"{split}: expert's action at {100 * summary['step_accuracy']:.1f}% of {summary['states']} expert "
+                f"{c.split}: expert's action at {100 * summary['step_accuracy']:.1f}% of {summary['states']} expert "
                 f"states (95% CI {100 * summary['ci_low']:.1f}-{100 * summary['ci_high']:.1f}); first step "
                 f"{100 * summary['first_step_accuracy']:.1f}%; every step of a task "
                 f"{100 * summary['all_steps_right']:.1f}%"
             )
             return
-        steps = defaults["max_steps"] if max_steps is None else max_steps
-        summary = run_evaluate(agent, env, split, episodes, out, max_steps=steps, **common)
+        steps = defaults["max_steps"] if c.max_steps is None else c.max_steps
+        summary = run_evaluate(agent, c.env, c.split, c.episodes, out, max_steps=steps, **common)
     typer.echo(
-        f"{split}: success {100 * summary['success']:.1f}% (95% CI {100 * summary['ci_low']:.1f}-"
+        f"{c.split}: success {100 * summary['success']:.1f}% (95% CI {100 * summary['ci_low']:.1f}-"
         f"{100 * summary['ci_high']:.1f}) over {summary['episodes']} episodes; mean steps "
         f"{summary['mean_steps']:.1f}; invalid actions {100 * summary['invalid_rate']:.1f}%"
     )
@@ -491,8 +457,8 @@ def rl(
     verbose: Verbose = False,
 ) -> None:
     """Continue a checkpoint with multi-turn RL (GRPO or GiGPO) on the environment's reward."""
-    from firsthand.pipeline import eval_settings
     from firsthand.registry import opened
+    from firsthand.settings import eval_settings
     from firsthand.stages.evaluate import model_prompt, thinks
     from firsthand.stages.rl import rl as run_rl
 
@@ -528,7 +494,10 @@ def run(
     ray_address: RayAddress = None,
     verbose: Verbose = False,
 ) -> None:
-    """The main job: collect, branch, build, train IL/IWM/SR, evaluate, and print the table."""
+    """The main job: collect, branch, build, train IL/IWM/SR, evaluate, and print the table.
+
+    Every setting option left out keeps the preset's value (`firsthand.settings.PRESETS`, with the
+    environment's own settings); the last word is the user's."""
     from firsthand.contract import InvalidInputError
     from firsthand.device import world_size
     from firsthand.pipeline import run as run_pipeline
@@ -603,7 +572,9 @@ def sweep(
     ray_address: RayAddress = None,
     verbose: Verbose = False,
 ) -> None:
-    """The main job at several values of one setting (the paper's ablations, model size): a table and a plot."""
+    """The main job at several values of one setting (the paper's ablations, model size): a table and a plot.
+
+    Every setting option left out keeps the preset's value, as in `run`."""
     from firsthand.contract import InvalidInputError
     from firsthand.settings import get_preset
     from firsthand.sweep import AXES, Sweep

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,43 @@ ACTION_TOKENS = 24
 """Generation budget per step of a model that answers with its action (`run`'s and `eval`'s default)."""
 THOUGHT_TOKENS = 200
 """Generation budget per step of a model trained to think before it acts (SR, STaR)."""
+
+
+@dataclass
+class EvalConfig:
+    """How `firsthand eval` plays a model on one split. The fields left None take what `run` uses on the
+    environment (`settings.eval_settings`), so both commands give the same numbers for the same model."""
+
+    env: str = "household"
+    """Environment name, with arguments as NAME:key=value:... (`firsthand envs` lists them)."""
+    split: str = "id_test"
+    """Task split."""
+    episodes: int = 100
+    """Episodes (the split's first N tasks)."""
+    max_steps: int | None = None
+    """Step limit per episode (default: what `run` uses on the environment)."""
+    batch_size: int | None = None
+    """Episodes stepped together, one generate call per step (default: as `run`)."""
+    max_new_tokens: int | None = None
+    """Generation budget per step (default: as `run`, more for models that think first)."""
+    history: int | None = None
+    """Past steps in each prompt (default: as the model was trained; required for a model without its prompt
+    file, such as a served one)."""
+    seed: int = 0
+    """Seed of the random agent and of sampled replies."""
+    backend: str = "hf"
+    """Generation backend: hf, vllm, auto (vllm on a GPU), openai."""
+    base_url: str | None = None
+    """Evaluate the model an OpenAI-compatible server serves under this URL (needs --history unless --model is
+    a folder)."""
+    response_prefix: str = ""
+    """Make every reply begin with this text ('Thought:' makes an SR model reason first)."""
+    expert_states: bool = False
+    """Score the action at every state of the expert's episodes (teacher-forced) instead of playing episodes."""
+    decision: str = "generate"
+    """generate (write the action) or score (pick the likeliest valid action; hf backend)."""
+    temperature: float = 0.0
+    """0: greedy; above 0: sampled at this temperature (the paper: 0.4), by --seed."""
 
 
 def make_agent(
