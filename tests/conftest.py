@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 SLOW_FILES = {
     # whole files whose every test trains, runs a command end to end, or starts a JVM or a process
     "test_pipeline.py": (),
-    "test_real_envs.py": (),
+    "test_every_env.py": (),
     "test_rl.py": (),
     "test_scienceworld.py": (),
     "test_textworld_cooking.py": (),
@@ -19,11 +19,11 @@ SLOW_FILES = {
     "test_jvm.py": (),
     "test_sweep.py": (),
     "test_cli.py": (),  # every test but two runs the command line in a subprocess
-    "test_user_envs.py": (),
+    "test_registry.py": (),
     "test_jobs.py": (),
-    "test_generation.py": ("server",),
-    "test_ray.py": ("ray",),
-    "test_html.py": ("browser",),
+    "test_backends.py": ("server",),
+    "test_executors.py": ("ray",),
+    "test_report_html.py": ("browser",),
 }
 """Test files of the slow tier (with their other markers); single slow tests elsewhere carry `pytest.mark.slow`."""
 

@@ -139,6 +139,21 @@ def test_every_config_field_is_a_documented_cli_option(command: str) -> None:
     assert field_docs(config)  # the docstrings are read from the source
 
 
+ACROSS_MODULES = {"test_layout.py": "the package's shape", "envs/test_every_env.py": "every data stage on every env"}
+
+
+def test_test_files_mirror_the_package() -> None:
+    """tests/X/test_Y.py tests src/firsthand/X/Y.py (or the package X/Y/), so a module's tests are found by
+    its path; the files that test across modules are named in ACROSS_MODULES."""
+    tests = Path(__file__).parent
+    for path in sorted(tests.rglob("test_*.py")):
+        relative = path.relative_to(tests).as_posix()
+        folder, name = SRC / path.parent.relative_to(tests), path.name.removeprefix("test_")
+        candidates = [folder / name, folder / f"_{name}", folder / name.removesuffix(".py")]  # module, private, package
+        if relative not in ACROSS_MODULES:
+            assert any(c.exists() for c in candidates), f"tests/{relative} names no module of src/firsthand"
+
+
 def test_every_option_of_every_command_says_what_it_does() -> None:
     import typer
 

@@ -223,7 +223,7 @@ def sr_records(
         tried = [(b.action, b.next_observation) for b in chosen]
         reflection = template_reflection(t.goal, step.action, tried)
         problems = reflection_problems(reflection, step.action, quoted=[o for _, o in tried])
-        for p in problems:  # none on any built-in environment (tests/test_real_envs.py); kept as a guard
+        for p in problems:  # none on any built-in environment (tests/envs/test_every_env.py); kept as a guard
             counters[f"sr_filtered_{p}"] += 1
         if problems:
             dropped.append(

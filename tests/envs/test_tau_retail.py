@@ -128,9 +128,7 @@ def test_the_customer_is_any_callable_of_the_conversation() -> None:
 
     from firsthand.envs import tau_retail
 
-    imported = {
-        n.module for n in ast.walk(ast.parse(inspect.getsource(tau_retail))) if isinstance(n, ast.ImportFrom)
-    }
+    imported = {n.module for n in ast.walk(ast.parse(inspect.getsource(tau_retail))) if isinstance(n, ast.ImportFrom)}
     assert not {m for m in imported if m and m.startswith(("firsthand.inference", "firsthand.models"))}
     heard: list[list[dict[str, str]]] = []
     env = TauRetailEnv("train", customer=lambda messages: heard.append(messages) or "Customer: My email is a@b.c.")

@@ -16,7 +16,7 @@ from firsthand.stages.build import BuildConfig, build
 from firsthand.stages.collect import collect
 
 REAL_ENVS = ("bfcl", "textworld-express", "textworld-cooking", "scienceworld", "tau-retail")
-LOCKBOX = f"{Path(__file__).resolve().parents[1] / 'examples' / 'lockbox.py'}:make_env"
+LOCKBOX = f"{Path(__file__).resolve().parents[2] / 'examples' / 'lockbox.py'}:make_env"
 
 
 @pytest.mark.parametrize("env", ["household", LOCKBOX, *REAL_ENVS], ids=["household", "lockbox", *REAL_ENVS])
