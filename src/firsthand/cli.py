@@ -346,6 +346,13 @@ def train(
             "finish at the best checkpoint."
         ),
     ] = None,
+    select_by: Annotated[
+        str,
+        typer.Option(
+            help="With --validation: choose the checkpoint by success on the validation episodes (accuracy breaking "
+            "ties) or by teacher-forced accuracy alone (no episode played)."
+        ),
+    ] = "success",
     verbose: Verbose = False,
 ) -> None:
     """Train with IL, IWM (world model, then IL), SR (reflections + expert) or IWM+SR, under a budget rule."""
@@ -376,6 +383,7 @@ def train(
                 PromptConfig(**read_manifest(expert_data, "build")["config"]["prompt"]),  # the data's prompt
                 max_new_tokens=THOUGHT_TOKENS if thinks else ACTION_TOKENS,
                 thinks=thinks,
+                select_by=select_by,
             )
         with main_process_first():  # launched on several processes: one of them makes the base model
             tiny = TinyConfig(seed=config.seed)

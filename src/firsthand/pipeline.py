@@ -309,6 +309,7 @@ def _validators(preset: Preset, out: Path, progress: Progress) -> dict[bool, Any
             max_steps=preset.max_steps,
             batch_size=preset.eval_batch_size,
             thinks=thinks,
+            select_by=preset.select_by,
         )
         for thinks in (False, True)
     }
@@ -322,6 +323,7 @@ def validator_from_experts(
     max_steps: int | None = None,
     batch_size: int = 50,
     thinks: bool = False,
+    select_by: str = "success",
 ) -> Any:
     """The `validation.Validator` of a collect directory of validation tasks' expert trajectories, rendering
     its states with `prompt` (the training data's)."""
@@ -339,6 +341,7 @@ def validator_from_experts(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         thinks=thinks,
+        select_by=select_by,
     )
 
 

@@ -9,8 +9,10 @@ after the demonstrations, so disjoint from them and from both test splits):
   model's likeliest token at every position (one forward pass per state, no generation; a model that thinks
   first is given the placeholder thought its expert records were trained with);
 - ``success``: won episodes of the policy, greedy, from each validation task's start;
-- ``selection``: success plus a hundredth of accuracy, the one number a checkpoint is chosen by (success
-  decides; accuracy breaks its ties, which a few episodes make frequent).
+- ``selection``: the one number a checkpoint is chosen by. Under ``select_by="success"`` success plus a
+  hundredth of accuracy (success decides; accuracy breaks its ties, which a few episodes make frequent);
+  under ``"accuracy"`` accuracy alone, and no episode is played (where a few validation episodes win too
+  rarely to tell checkpoints apart, and a model that thinks would write a thought at every step of them).
 
 The train stage hands it to the Trainer as its evaluation (`stages.train`), so Hugging Face's own best-
 checkpoint tracking and early stopping choose the step, and an interrupted run resumes with both.
@@ -22,9 +24,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from firsthand.contract import InvalidInputError
 from firsthand.inference.agents import ModelAgent
 from firsthand.inference.episodes import run_episodes
 from firsthand.prompts import PromptConfig, with_placeholder_thought
+
+SELECT_BY: tuple[str, ...] = ("success", "accuracy")
+"""What a checkpoint is chosen by: validation success (accuracy breaking ties), or teacher-forced accuracy."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,8 @@ class Validator:
     thinks: bool = False
     """The model writes a thought before its action (SR, STaR): the expert replies begin with the placeholder
     thought, as its expert records did in training (`prompts.with_placeholder_thought`)."""
+    select_by: str = "success"
+    """`SELECT_BY`: success (the validation tasks' episodes are played) or accuracy (none is)."""
 
     def describe(self) -> dict[str, Any]:
         """What a stage's configuration records of it (resuming with another validation is refused)."""
@@ -56,6 +64,7 @@ class Validator:
             "max_steps": self.max_steps,
             "max_new_tokens": self.max_new_tokens,
             "accuracy": "teacher-forced" + (", placeholder thought" if self.thinks else ""),
+            "select_by": self.select_by,
         }
 
     def measure(self, model: Any, tokenizer: Any) -> dict[str, float]:
@@ -69,18 +78,22 @@ class Validator:
             for start in range(0, len(self.prompts), self.batch_size):
                 end = start + self.batch_size
                 right += sum(teacher_forced(agent, self.prompts[start:end], replies[start:end]))
-            results = run_episodes(
-                self.env,
-                "train",
-                self.tasks,
-                agent,
-                prompt=self.prompt,
-                batch_size=self.batch_size,
-                max_steps=self.max_steps,
-            )
+            results = []
+            if self.select_by == "success":
+                results = run_episodes(
+                    self.env,
+                    "train",
+                    self.tasks,
+                    agent,
+                    prompt=self.prompt,
+                    batch_size=self.batch_size,
+                    max_steps=self.max_steps,
+                )
         finally:
             model.train(training)
         accuracy = right / len(self.prompts) if self.prompts else 0.0
+        if self.select_by == "accuracy":
+            return {"accuracy": accuracy, "success": 0.0, "selection": accuracy}
         success = sum(r.won for r in results) / len(results) if results else 0.0
         return {"accuracy": accuracy, "success": success, "selection": success + accuracy / 100}
 
@@ -132,8 +145,11 @@ def validator(
     max_new_tokens: int = 24,
     batch_size: int = 50,
     thinks: bool = False,
+    select_by: str = "success",
 ) -> Validator:
     """A `Validator` from the IL records built from the validation tasks' expert trajectories."""
+    if select_by not in SELECT_BY:
+        raise InvalidInputError(f"unknown selection {select_by!r}; checkpoints are chosen by {' or '.join(SELECT_BY)}")
     return Validator(
         env,
         tuple(tasks),
@@ -144,4 +160,5 @@ def validator(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         thinks=thinks,
+        select_by=select_by,
     )
