@@ -168,8 +168,7 @@ def create_tiny(
     if config.walk_steps and env is not None:
         pretrain_on_walks(model, tokenizer, env, config, on_step=on_step)
     tmp = out.with_name(out.name + ".tmp")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    save_model(model, tokenizer, tmp)
     (tmp / "firsthand_tiny.json").write_text(json.dumps(asdict(config)))
     if out.exists():
         shutil.rmtree(out)
@@ -331,8 +330,7 @@ def _from_gguf(gguf: Path, out: Path, adjust: Callable[[Any, Any], None] | None 
     if adjust is not None:
         adjust(model, tokenizer)
     tmp = out.with_name(out.name + ".tmp")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    save_model(model, tokenizer, tmp)
     tmp.rename(out)
     return out
 
@@ -416,6 +414,21 @@ def check_model_folder(path: Path | str) -> None:
             f"{str(path)!r} is not a model folder (no config.json with a model_type): give the model/ folder of a "
             f"`firsthand train` run, or a Hugging Face model saved with save_pretrained"
         )
+
+
+LOAD_ONLY_KWARGS = ("local_files_only", "cache_dir", "force_download", "token", "revision")
+"""How a tokenizer was loaded, which transformers writes back into tokenizer_config.json: whether the process
+had imported transformers before $HF_HUB_OFFLINE was set decided `local_files_only` there, so the same model
+saved by a Ray worker and by a local process differed in bytes."""
+
+
+def save_model(model: Any, tokenizer: Any, folder: Path) -> None:
+    """`save_pretrained` of both, without the tokenizer's load-time arguments (`LOAD_ONLY_KWARGS`): a model
+    folder's bytes depend on its weights and settings only."""
+    model.save_pretrained(folder)
+    for key in LOAD_ONLY_KWARGS:
+        tokenizer.init_kwargs.pop(key, None)
+    tokenizer.save_pretrained(folder)
 
 
 def load(path: Path, *, for_training: bool = False) -> tuple[Any, Any]:

@@ -44,7 +44,7 @@ from firsthand.artifacts import (
 from firsthand.contract import InvalidInputError, UnknownNameError
 from firsthand.inference.agents import AgentInput, Generation, ModelAgent
 from firsthand.inference.episodes import LiveEpisode, run_episodes
-from firsthand.models import check_model_folder, load
+from firsthand.models import check_model_folder, load, save_model
 from firsthand.policy_gradient import ALGORITHMS, episode_advantages, ppo_clip_loss, step_rewards
 from firsthand.progress import Progress, no_progress
 from firsthand.prompts import PromptConfig, parse_action, world_model_completion
@@ -528,8 +528,7 @@ def _save_checkpoint(out: Path, model: Any, tokenizer: Any, optimizer: Any, hist
     tmp = out / (CHECKPOINT + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp / "model")
-    tokenizer.save_pretrained(tmp / "model")
+    save_model(model, tokenizer, tmp / "model")
     torch.save({"optimizer": optimizer.state_dict(), "iterations": len(history)}, tmp / "state.pt")
     with open(tmp / STATS, "w", encoding="utf-8") as f:
         f.writelines(json.dumps({k: v for k, v in s.items() if k not in TIMING_FIELDS}) + "\n" for s in history)

@@ -41,7 +41,7 @@ from firsthand.artifacts import (
 )
 from firsthand.contract import RATIONALES, InvalidInputError, UnknownNameError
 from firsthand.device import distributed, fast_bf16, world_size
-from firsthand.models import load, require_training_stack
+from firsthand.models import load, require_training_stack, save_model
 from firsthand.progress import Progress, no_progress
 from firsthand.prompts import with_placeholder_thought
 from firsthand.stats import BUDGET_RULES, plan_steps
@@ -602,8 +602,7 @@ def _save(model: Any, tokenizer: Any, path: Path, config: TrainConfig) -> None:
     tmp = path.with_name(path.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    save_model(model, tokenizer, tmp)
     if path.exists():
         shutil.rmtree(path)
     tmp.rename(path)
