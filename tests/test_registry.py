@@ -110,3 +110,12 @@ def test_a_name_carries_the_adapters_arguments() -> None:
         parse_name("household:max_steps=3:max_steps=4")
     with pytest.raises(InvalidInputError, match="names no environment"):
         parse_name("games=coin")
+
+
+def test_a_missing_simulator_names_the_environment_and_the_install() -> None:
+    from firsthand import DependencyNotInstalled
+    from firsthand.registry import _lazy
+
+    factory = _lazy("demo-env", "no_such_simulator.env", "Env", "pip install no-such-simulator", "no-such-simulator")
+    with pytest.raises(DependencyNotInstalled, match="'demo-env' needs the package 'no-such-simulator'.*pip install"):
+        factory("train")

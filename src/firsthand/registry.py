@@ -204,9 +204,8 @@ def _household(split: str, **kwargs: Any) -> Env:
 register("household", _household)
 
 
-def _lazy(module: str, factory_name: str, install: str, package: str) -> Callable[..., Env]:
-    """A factory that imports `module` (and the simulator it wraps) only when called."""
-    name = module.rsplit(".", 1)[-1].replace("_", "-")
+def _lazy(name: str, module: str, factory_name: str, install: str, package: str) -> Callable[..., Env]:
+    """The factory of environment `name`: imports `module` (and the simulator it wraps) only when called."""
 
     def factory(split: str, **kwargs: Any) -> Env:
         import importlib
@@ -245,6 +244,6 @@ for _name, _module, _factory, _package, _install in (
         _EXTRA.format("textworld-express"),
     ),
 ):
-    register(_name, _lazy(_module, _factory, _install, _package))
+    register(_name, _lazy(_name, _module, _factory, _install, _package))
 
 _BUILTIN = frozenset(_REGISTRY)
