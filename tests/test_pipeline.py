@@ -138,3 +138,29 @@ def test_each_seed_has_its_own_compute_control() -> None:
     runs = [t("il", 0, 30), t("sr", 0, 70), t("il-steps70", 0, 70), t("il", 1, 20), t("sr", 1, 50)]
     runs.append(t("il-steps50", 1, 50))
     assert _compute_of(runs) == {"sr": {"0": "il-steps70", "1": "il-steps50"}}
+
+
+def test_a_low_data_arm_is_added_to_a_finished_run(tmp_path: Path) -> None:
+    """`arms` runs the same comparison on the first N demonstrations in out/demos-N; added to a finished run,
+    it resumes that run instead of refusing its settings."""
+    preset = get_preset("smoke", methods=("il",), evaluations=("greedy",), train_episodes=8)
+    first = run(preset, tmp_path)
+    assert "arms" not in first
+    with_arm = run(replace(preset, arms=(4,)), tmp_path)
+    arm = tmp_path / "demos-4"
+    assert json.loads((arm / "preset.json").read_text())["train_episodes"] == 4
+    assert read_manifest(arm / "experts", "collect")["count"] == 4
+    assert set(with_arm["arms"]) == {"4"} and "il" in with_arm["arms"]["4"]
+    assert json.loads((tmp_path / "results.json").read_text())["arms"] == with_arm["arms"]
+    assert "# The arm at 4 demonstrations" in (tmp_path / "results.md").read_text()
+    with pytest.raises(InvalidInputError, match="--arms 8"):
+        get_preset("smoke", train_episodes=8, arms=(8,))
+
+
+def test_settings_added_later_keep_old_runs_resumable() -> None:
+    from firsthand.artifacts import config_differences
+
+    saved = {"seeds": [0], "train": {"epochs": 1}}
+    assert config_differences(saved, {**saved, "select_by": "success"}) == []
+    assert config_differences(saved, {**saved, "select_by": "accuracy"}) == [("select_by", None, "accuracy")]
+    assert config_differences(saved, {**saved, "other": 1}) == [("other", None, 1)]

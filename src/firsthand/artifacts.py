@@ -304,15 +304,22 @@ def check_config(out: Path, config: dict[str, Any]) -> None:
         write_json_atomic(path, config)
 
 
+SETTINGS_ADDED: dict[str, Any] = {"select_by": "success"}
+"""Settings added after runs were saved without them, each with the value that does what the code did before
+it existed: a saved config that lacks one matches a new config holding that value, so such runs resume."""
+
+
 def config_differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
     """(dotted key, old value, new value) for every setting that differs between two configs, compared as
-    they read back from JSON (tuples as lists)."""
+    they read back from JSON (tuples as lists). A key of `SETTINGS_ADDED` missing from `old` differs only
+    from another value than the one listed."""
     if not prefix:
         old, new = json.loads(json.dumps(old)), json.loads(json.dumps(new))
     if isinstance(old, dict) and isinstance(new, dict):
         return [
             diff
             for key in sorted(set(old) | set(new))
+            if not (key not in old and key in SETTINGS_ADDED and new[key] == SETTINGS_ADDED[key])
             for diff in config_differences(old.get(key), new.get(key), f"{prefix}{key}.")
         ]
     return [] if old == new else [(prefix.rstrip("."), old, new)]

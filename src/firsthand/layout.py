@@ -151,6 +151,10 @@ class RunLayout:
     def data(self, kind: str) -> Path:
         return self.root / "data" / kind
 
+    def arm(self, demonstrations: int) -> Path:
+        """The run of a low-data arm (`Preset.arms`): a run folder of its own."""
+        return self.root / f"demos-{demonstrations}"
+
     def tiny(self, seed: int) -> Path:
         return self.root / "models" / f"tiny-seed{seed}"
 

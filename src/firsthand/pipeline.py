@@ -14,7 +14,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from firsthand.artifacts import MANIFEST, check_output_dir, claimed, load_records, write_json_atomic
+from firsthand.artifacts import (
+    MANIFEST,
+    check_output_dir,
+    claimed,
+    config_differences,
+    load_records,
+    write_json_atomic,
+)
 from firsthand.contract import METHODS, RATIONALES, InvalidInputError
 from firsthand.inference.agents import Agent
 from firsthand.jobs import Job, default_workers, run_jobs
@@ -29,7 +36,7 @@ from firsthand.stages.branch import BranchConfig, branch
 from firsthand.stages.build import AllDropped, BuildConfig, WriterConfig, build
 from firsthand.stages.collect import collect
 from firsthand.stages.evaluate import evaluate, make_agent
-from firsthand.stages.report import write_report
+from firsthand.stages.report import arms_markdown, write_report
 from firsthand.stages.rl import rl
 from firsthand.stages.train import AUXILIARY, TrainConfig, needed_data, planned_stages, train
 
@@ -52,8 +59,13 @@ def collect_experts(preset: Preset, out: Path, progress: Progress = no_progress)
         ]
 
 
-def _without_rl(settings: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in settings.items() if k not in ("with_rl", "rl", "rl_algos")}
+ADDED_LATER = ("with_rl", "rl", "rl_algos", "arms")
+"""Settings of work added to a finished run without redoing it: RL (each RL stage checks its own settings)
+and further demonstration arms (each its own run folder)."""
+
+
+def _without_additions(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if k not in ADDED_LATER}
 
 
 def run(preset: Preset, out: Path, progress: Progress = no_progress, *, branches: Path | None = None) -> dict[str, Any]:
@@ -65,7 +77,7 @@ def run(preset: Preset, out: Path, progress: Progress = no_progress, *, branches
     check_output_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     with claimed(out):  # a second launch on the same folder is refused, not run twice
-        return _run(preset, out, progress, branches)
+        return _arms(preset, out, _run(preset, out, progress, branches), progress)
 
 
 def _run(preset: Preset, out: Path, progress: Progress, branches: Path | None) -> dict[str, Any]:
@@ -73,8 +85,8 @@ def _run(preset: Preset, out: Path, progress: Progress, branches: Path | None) -
     layout = RunLayout(out)
     preset_path = out / "preset.json"
     resolved = json.loads(json.dumps(asdict(preset)))
-    # RL is added to a finished run without redoing it: its settings are checked by each RL stage instead
-    if preset_path.exists() and _without_rl(json.loads(preset_path.read_text())) != _without_rl(resolved):
+    saved = json.loads(preset_path.read_text()) if preset_path.exists() else None
+    if saved is not None and config_differences(_without_additions(saved), _without_additions(resolved)):
         raise InvalidInputError(
             f"{str(out)!r} holds a run with other settings; resume it with the same preset and options, "
             f"or choose another --out"
@@ -160,6 +172,19 @@ def _run(preset: Preset, out: Path, progress: Progress, branches: Path | None) -
         out, preset, rows, not_trained=not_trained, compute_of=_compute_of(runs), aux_weights=weights
     )
     write_html(out)
+    return results
+
+
+def _arms(preset: Preset, out: Path, results: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """The low-data arms after the run itself: the same run on the first n demonstrations, each in its own
+    folder; their pooled results join results.json and their tables results.md."""
+    for n in preset.arms:
+        arm = replace(preset, train_episodes=n, arms=())
+        results.setdefault("arms", {})[str(n)] = run(arm, RunLayout(out).arm(n), progress)["results"]
+        write_json_atomic(out / "results.json", results)
+    if preset.arms:
+        with (out / "results.md").open("a", encoding="utf-8") as f:
+            f.write(arms_markdown(out, preset.arms))
     return results
 
 

@@ -511,6 +511,16 @@ def write_report(
     return results
 
 
+def arms_markdown(out: Path, arms: tuple[int, ...]) -> str:
+    """The tables of each low-data arm (`Preset.arms`), under a heading of their own, one level down."""
+    parts = []
+    for n in arms:
+        text = (Path(out) / f"demos-{n}" / "results.md").read_text(encoding="utf-8")
+        text = "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines())
+        parts.append(f"\n# The arm at {n} demonstrations (demos-{n}/)\n\n{text}\n")
+    return "".join(parts)
+
+
 def aux_weights_markdown(aux_weights: dict[str, dict[str, Any]]) -> str:
     """Which lambda each seed's validation chose for each auxiliary method, and every point's score."""
     if not aux_weights:
