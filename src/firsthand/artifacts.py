@@ -304,7 +304,7 @@ def check_config(out: Path, config: dict[str, Any]) -> None:
         write_json_atomic(path, config)
 
 
-SETTINGS_ADDED: dict[str, Any] = {"select_by": "success"}
+SETTINGS_ADDED: dict[str, Any] = {"select_by": "success", "packing": False}
 """Settings added after runs were saved without them, each with the value that does what the code did before
 it existed: a saved config that lacks one matches a new config holding that value, so such runs resume."""
 
