@@ -68,7 +68,8 @@ class Validator:
         }
 
     def measure(self, model: Any, tokenizer: Any) -> dict[str, float]:
-        """accuracy, success and selection of `model` (put in eval mode for the measurement, then back)."""
+        """accuracy, success and selection of `model` (put in eval mode for the measurement, then back); no
+        success under `select_by="accuracy"`, where no episode is played."""
         training = model.training
         model.eval()
         try:
@@ -93,7 +94,7 @@ class Validator:
             model.train(training)
         accuracy = right / len(self.prompts) if self.prompts else 0.0
         if self.select_by == "accuracy":
-            return {"accuracy": accuracy, "success": 0.0, "selection": accuracy}
+            return {"accuracy": accuracy, "selection": accuracy}
         success = sum(r.won for r in results) / len(results) if results else 0.0
         return {"accuracy": accuracy, "success": success, "selection": success + accuracy / 100}
 
