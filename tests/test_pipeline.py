@@ -164,3 +164,12 @@ def test_settings_added_later_keep_old_runs_resumable() -> None:
     assert config_differences(saved, {**saved, "select_by": "success"}) == []
     assert config_differences(saved, {**saved, "select_by": "accuracy"}) == [("select_by", None, "accuracy")]
     assert config_differences(saved, {**saved, "other": 1}) == [("other", None, 1)]
+
+
+def test_a_run_with_other_settings_is_refused_naming_them(tmp_path: Path) -> None:
+    from dataclasses import asdict
+
+    preset = get_preset("smoke")
+    (tmp_path / "preset.json").write_text(json.dumps({**asdict(preset), "seeds": [5]}))
+    with pytest.raises(InvalidInputError, match=r"seeds: \[5\] there, \[0\] now"):
+        run(preset, tmp_path)

@@ -86,10 +86,12 @@ def _run(preset: Preset, out: Path, progress: Progress, branches: Path | None) -
     preset_path = out / "preset.json"
     resolved = json.loads(json.dumps(asdict(preset)))
     saved = json.loads(preset_path.read_text()) if preset_path.exists() else None
-    if saved is not None and config_differences(_without_additions(saved), _without_additions(resolved)):
+    differences = config_differences(_without_additions(saved), _without_additions(resolved)) if saved else []
+    if differences:
+        changed = "; ".join(f"{key}: {a!r} there, {b!r} now" for key, a, b in differences[:5])
         raise InvalidInputError(
-            f"{str(out)!r} holds a run with other settings; resume it with the same preset and options, "
-            f"or choose another --out"
+            f"{str(out)!r} holds a run with other settings ({changed}); resume it with the same preset and "
+            f"options, or choose another --out"
         )
     write_json_atomic(preset_path, resolved)
 
