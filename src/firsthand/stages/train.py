@@ -316,7 +316,15 @@ def _sft_stage(
         trainer = trainer_class(
             model=model,
             args=args,
-            train_dataset=Dataset.from_list(_conversational(records)),
+            train_dataset=Dataset.from_list(
+                # packed: each row keeps its state, which survives TRL dropping rows it truncated to nothing
+                [
+                    {**c, "state": "|".join(map(str, _state(r)))}
+                    for c, r in zip(_conversational(records), records, strict=True)
+                ]
+                if packed
+                else _conversational(records)
+            ),
             # the Trainer wants evaluation data to evaluate at all; the validator measures instead
             eval_dataset=Dataset.from_list(_conversational(records[:1])) if validating else None,
             processing_class=tokenizer,
@@ -327,7 +335,7 @@ def _sft_stage(
             trainer.data_collator = _with_weights(trainer.data_collator)
         if packed:
             trainer.train_dataset = Dataset.from_list(
-                pack(list(trainer.train_dataset), [_state(r) for r in records], config.max_length)
+                pack(rows := list(trainer.train_dataset), [row["state"] for row in rows], config.max_length)
             )
             pad = tokenizer.pad_token_id
             trainer.data_collator = lambda packs: collate_packs(packs, pad)
