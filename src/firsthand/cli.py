@@ -561,6 +561,22 @@ def report(
 
 
 @app.command()
+def pool(
+    runs: Annotated[list[Path], typer.Argument(help="Finished runs that differ only in their seeds (one part each).")],
+    out: Annotated[Path, typer.Option(help="Where to write the pooled results.json, results.md and results.png.")],
+) -> None:
+    """Pool the parts of a study run one seed at a time into one set of tables, with intervals over all their
+    seeds and tasks (each part's results.json is enough: its run folder may be gone)."""
+    from firsthand.pooling import pool_runs
+    from firsthand.stages.report import terminal_summary
+
+    with _errors():
+        results = pool_runs(runs, out)
+    typer.echo(terminal_summary(results))
+    typer.echo(f"results: {out / 'results.md'}")
+
+
+@app.command()
 @with_overrides(Preset, prefixes=PRESET_PREFIXES, exclude=PRESET_EXCLUDED)
 def sweep(
     overrides: dict[tuple[str, ...], Any],

@@ -174,6 +174,7 @@ PRESETS: dict[str, Preset] = {
         budgets=("auto", "matched"),
         compute_control=True,
         validation_tasks=50,
+        evaluations=("greedy", "score", "sample"),
     ),
 }
 
@@ -212,6 +213,22 @@ Python API, `eval` and `run` play the same episodes."""
 
 NESTED = ("writer", "prompt", "train", "tiny", "rl")
 """The Preset fields that are stage configs: their own fields are overridden one by one (`get_preset`)."""
+
+
+def preset_from_dict(saved: dict[str, Any]) -> Preset:
+    """The Preset a run saved (preset.json, results.json's `config`): lists back to tuples, stage configs
+    rebuilt; a setting added since keeps its default, one this version does not know is refused."""
+
+    def rebuilt(cls: type, values: dict[str, Any], where: str) -> Any:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InvalidInputError(f"{where} holds settings this version does not know: {unknown!r}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+    plain = {k: v for k, v in saved.items() if k not in NESTED}
+    nested = {k: rebuilt(type(getattr(PRESETS["smoke"], k)), v, k) for k, v in saved.items() if k in NESTED}
+    return replace(rebuilt(Preset, plain, "the saved preset"), **nested)
 
 
 def get_preset(name: str, nested: dict[str, dict[str, Any]] | None = None, **overrides: Any) -> Preset:

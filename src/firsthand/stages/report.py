@@ -37,6 +37,60 @@ def episode_wins(out: Path, evaluation: str = "greedy") -> Wins:
     return wins
 
 
+OUTCOME = {True: "1", False: "0"}
+"""How `outcomes` writes an episode: won, lost; "-": a task of the split this evaluation did not play."""
+
+
+def outcomes(out: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every evaluated episode of `rows`, compact: per split its tasks in order, and per evaluation, label,
+    seed and split one character per task (`OUTCOME`), so that a run's results.json alone carries what
+    seed-and-task intervals need and can be pooled with other seeds' runs (`firsthand pool`)."""
+    played: dict[tuple[str, str, int, str], dict[str, bool]] = {}
+    for r in rows:
+        evaluation = r.get("evaluation", "greedy")
+        wins = episode_wins(out, evaluation)(r["method"], r["seed"], r["split"])
+        if wins is not None:
+            played[(evaluation, r["method"], r["seed"], r["split"])] = wins
+    tasks: dict[str, set[str]] = defaultdict(set)
+    for (_, _, _, split), wins in played.items():
+        tasks[split] |= set(wins)
+    order = {split: sorted(names) for split, names in tasks.items()}
+    won: dict[str, dict[str, dict[str, dict[str, str]]]] = {}
+    for (evaluation, method, seed, split), wins in played.items():
+        line = "".join(OUTCOME[wins[t]] if t in wins else "-" for t in order[split])
+        won.setdefault(evaluation, {}).setdefault(method, {}).setdefault(str(seed), {})[split] = line
+    return {"tasks": order, "won": won}
+
+
+def outcome_wins(outcomes: dict[str, Any], evaluation: str = "greedy") -> Wins:
+    """`episode_wins` read from `outcomes` (a results.json's) instead of a run's evaluation files."""
+
+    def wins(method: str, seed: int, split: str) -> dict[str, bool] | None:
+        line = outcomes["won"].get(evaluation, {}).get(method, {}).get(str(seed), {}).get(split)
+        if line is None:
+            return None
+        return {t: c == "1" for t, c in zip(outcomes["tasks"][split], line, strict=True) if c != "-"}
+
+    return wins
+
+
+def merge_outcomes(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The `outcomes` of several runs as one (runs of other seeds: no label, seed and split is in two)."""
+    splits = {split for part in parts for split in part["tasks"]}
+    tasks = {split: sorted({t for part in parts for t in part["tasks"].get(split, [])}) for split in splits}
+    merged: dict[str, Any] = {"tasks": tasks, "won": {}}
+    for part in parts:
+        for evaluation, methods in part["won"].items():
+            for method, seeds in methods.items():
+                for seed, lines in seeds.items():
+                    for split in lines:
+                        wins = outcome_wins(part, evaluation)(method, int(seed), split) or {}
+                        text = "".join(OUTCOME[wins[t]] if t in wins else "-" for t in tasks[split])
+                        won = merged["won"].setdefault(evaluation, {}).setdefault(method, {})
+                        won.setdefault(seed, {})[split] = text
+    return merged
+
+
 def _grid(per_seed: dict[int, dict[str, float]]) -> list[list[float]] | None:
     """Seeds x tasks values over the tasks every seed has; None when they share none."""
     common = sorted(set.intersection(*(set(v) for v in per_seed.values()))) if per_seed else []
@@ -455,19 +509,25 @@ def write_report(
     not_trained: dict[str, str] | None = None,
     compute_of: dict[str, dict[str, str]] | None = None,
     aux_weights: dict[str, dict[str, Any]] | None = None,
+    pooled_from: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """results.json, results.md and the plots of a run; `not_trained`: methods left out, with the reason;
     `compute_of`: each method's compute control in each seed (IL of its steps there); `aux_weights`: the
     lambda validation chose for each auxiliary method in each seed, with every point's score. The greedy evaluation
     makes the main tables; each other evaluation of `preset.evaluations` (the likeliest valid action,
-    sampling) has its own."""
+    sampling) has its own.
+
+    `pooled_from`: the `outcomes` and `failures` of runs of other seeds pooled into `out` (`firsthand pool`),
+    read instead of evaluation files, which `out` does not hold."""
     evaluations = tuple(preset.evaluations)
+    played = pooled_from["outcomes"] if pooled_from else outcomes(out, rows)
     by_evaluation: dict[str, dict[str, Any]] = {}
     for evaluation in evaluations:
         mine = [r for r in rows if r.get("evaluation", "greedy") == evaluation]
-        by_evaluation[evaluation] = _tables(out, mine, evaluation, compute_of or {})
+        by_evaluation[evaluation] = _tables(out, mine, outcome_wins(played, evaluation), compute_of or {})
     main = by_evaluation[evaluations[0]]
-    lost = failures(out, [r for r in main["rows"] if not Label.parse(r["method"]).algo], preset.env)
+    plain = [r for r in main["rows"] if not Label.parse(r["method"]).algo]
+    lost = pooled_from["failures"] if pooled_from else failures(out, plain, preset.env)
     title = f"{preset.env}: {preset.model}, {preset.train_episodes} expert trajectories, k={preset.k}"
     results = {
         "preset": preset.name,
@@ -488,6 +548,7 @@ def write_report(
             e: {k: by_evaluation[e][k] for k in ("pooled", "compared", "compute")} for e in evaluations[1:]
         },
         "per_seed": rows,
+        "outcomes": played,
         "not_trained": not_trained or {},
         "config": asdict(preset),
         "versions": package_versions(("torch", "transformers", "trl")),
@@ -506,8 +567,9 @@ def write_report(
     text += "".join(f"\n**{method_name(m)} was not trained**: {why}\n" for m, why in (not_trained or {}).items())
     (Path(out) / "results.md").write_text(text, encoding="utf-8")
     plot(main["pooled"], splits, Path(out) / "results.png", title)
-    if main["after"]:
-        rl_plot(rl_curves(out), Path(out) / "rl.png", title)
+    curves = rl_curves(out) if main["after"] else {}
+    if curves:  # the RL logs: a run's own folder only
+        rl_plot(curves, Path(out) / "rl.png", title)
     return results
 
 
@@ -546,12 +608,9 @@ EVALUATION_NAMES = {
 }
 
 
-def _tables(
-    out: Path, rows: list[dict[str, Any]], evaluation: str, compute_of: dict[str, dict[str, str]]
-) -> dict[str, Any]:
+def _tables(out: Path, rows: list[dict[str, Any]], wins: Wins, compute_of: dict[str, dict[str, str]]) -> dict[str, Any]:
     """One evaluation's numbers: pooled success, differences from IL and from each method's compute control,
     and (greedy) the RL rows."""
-    wins = episode_wins(out, evaluation)
     rl_rows = [r for r in rows if Label.parse(r["method"]).algo]
     plain = [r for r in rows if not Label.parse(r["method"]).algo]
     pooled = pool(plain, wins)
