@@ -9,11 +9,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
 from firsthand import DependencyNotInstalled, InvalidInputError, UnknownNameError, executors
-from firsthand.artifacts import CLAIM, claimed, model_hash, read_manifest
+from firsthand.artifacts import CLAIM, claimed, read_manifest
 from firsthand.pipeline import get_preset, run
 from firsthand.stages.branch import BranchConfig, branch
 from firsthand.stages.collect import collect
@@ -89,7 +91,16 @@ def test_a_run_on_ray_trains_and_evaluates_the_same_models(tmp_path: Path, on_ra
     for label in ("il", "sr"):
         folder = f"train/{label}-seed0"
         model = read_manifest(tmp_path / "ray" / folder, "train")["model"]
-        assert model_hash(tmp_path / "ray" / folder / model) == model_hash(tmp_path / "local" / folder / model)
+        ray_weights, local_weights = (_weights(tmp_path / where / folder / model) for where in ("ray", "local"))
+        assert ray_weights.keys() == local_weights.keys()
+        for name, tensor in ray_weights.items():  # equal up to float rounding (the CPU's kernels may differ)
+            torch.testing.assert_close(tensor, local_weights[name], rtol=1e-4, atol=1e-5)
+
+
+def _weights(model: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    return {k: v for f in sorted(model.glob("*.safetensors")) for k, v in load_file(f).items()}
 
 
 def test_a_second_launch_on_the_same_folder_is_refused(tmp_path: Path) -> None:
