@@ -54,7 +54,7 @@ def pool_runs(parts: Sequence[Path], out: Path) -> dict[str, Any]:
     results["pooled_from"] = {str(p): r["seeds"] for p, r in zip(parts, loaded, strict=True)}
     arms = []
     for n in sorted({n for r in loaded for n in r["config"].get("arms", [])}):
-        finished = [RunLayout(Path(p)).arm(n) for p in parts if (RunLayout(Path(p)).arm(n) / "results.json").exists()]
+        finished = [arm for arm in (RunLayout(Path(p)).arm(n) for p in parts) if (arm / "results.json").exists()]
         if not finished:
             log.warning("no part has finished the arm at %d demonstrations: it is left out", n)
             continue

@@ -41,16 +41,24 @@ OUTCOME = {True: "1", False: "0"}
 """How `outcomes` writes an episode: won, lost; "-": a task of the split this evaluation did not play."""
 
 
+Played = dict[tuple[str, str, int, str], dict[str, bool]]
+"""(evaluation, label, seed, split) -> whether each task's episode was won."""
+
+
 def outcomes(out: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Every evaluated episode of `rows`, compact: per split its tasks in order, and per evaluation, label,
     seed and split one character per task (`OUTCOME`), so that a run's results.json alone carries what
     seed-and-task intervals need and can be pooled with other seeds' runs (`firsthand pool`)."""
-    played: dict[tuple[str, str, int, str], dict[str, bool]] = {}
+    played: Played = {}
     for r in rows:
         evaluation = r.get("evaluation", "greedy")
         wins = episode_wins(out, evaluation)(r["method"], r["seed"], r["split"])
         if wins is not None:
             played[(evaluation, r["method"], r["seed"], r["split"])] = wins
+    return _encoded(played)
+
+
+def _encoded(played: Played) -> dict[str, Any]:
     tasks: dict[str, set[str]] = defaultdict(set)
     for (_, _, _, split), wins in played.items():
         tasks[split] |= set(wins)
@@ -76,19 +84,15 @@ def outcome_wins(outcomes: dict[str, Any], evaluation: str = "greedy") -> Wins:
 
 def merge_outcomes(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """The `outcomes` of several runs as one (runs of other seeds: no label, seed and split is in two)."""
-    splits = {split for part in parts for split in part["tasks"]}
-    tasks = {split: sorted({t for part in parts for t in part["tasks"].get(split, [])}) for split in splits}
-    merged: dict[str, Any] = {"tasks": tasks, "won": {}}
+    played: Played = {}
     for part in parts:
         for evaluation, methods in part["won"].items():
             for method, seeds in methods.items():
                 for seed, lines in seeds.items():
                     for split in lines:
-                        wins = outcome_wins(part, evaluation)(method, int(seed), split) or {}
-                        text = "".join(OUTCOME[wins[t]] if t in wins else "-" for t in tasks[split])
-                        won = merged["won"].setdefault(evaluation, {}).setdefault(method, {})
-                        won.setdefault(seed, {})[split] = text
-    return merged
+                        wins = outcome_wins(part, evaluation)(method, int(seed), split)
+                        played[(evaluation, method, int(seed), split)] = wins or {}
+    return _encoded(played)
 
 
 def _grid(per_seed: dict[int, dict[str, float]]) -> list[list[float]] | None:
