@@ -47,6 +47,18 @@ def test_scores_equal_those_of_each_candidate_read_alone(untrained: ModelAgent) 
     assert replies[0].removeprefix("Action: ") in actions and replies[1] == "Action: look"
 
 
+@pytest.mark.parametrize("score_tokens", [1, 4096])
+def test_inputs_scored_together_score_as_each_read_alone(untrained: ModelAgent, score_tokens: int) -> None:
+    # packs of different lengths and candidate counts share a padded batch (4096) or go one a forward (1)
+    scorer = ScoringAgent(untrained, score_tokens=score_tokens)
+    prompts = ["Goal: put a mug in cabinet 1", "Goal: x\nWhat do you do next?", "Goal: take the mug from desk 2 now"]
+    actions = [["go to cabinet 1", "go to cabinet 10", "look"], ["look"], ["take mug 1 from desk 2", "go to desk 2"]]
+    prefixes = [untrained.render(p) + "Action: " for p in prompts]
+    together = scorer.scores_many(prefixes, actions)
+    for prefix, acts, scores in zip(prefixes, actions, together, strict=True):
+        assert scores == pytest.approx(naive_scores(untrained, prefix, acts), abs=1e-4)
+
+
 @pytest.mark.slow
 def test_a_trained_policy_that_scores_never_takes_an_invalid_action(household_il: Path, tmp_path: Path) -> None:
     from firsthand.stages.evaluate import evaluate, make_agent, model_prompt

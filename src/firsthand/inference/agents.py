@@ -188,21 +188,15 @@ class ScoringAgent:
     """A causal LM that picks the valid action it gives the highest likelihood, instead of writing one: it
     tells "chose the wrong receptacle" from "could not spell the object's name". Each candidate is scored as the
     whole reply ``Action: <action>`` and its end-of-reply token (so "cabinet 1" does not win for being a prefix
-    of "cabinet 10"); the prompt is read once and its key-value cache shared by the candidates. A model that
+    of "cabinet 10"); the prompt is read once, the candidates packed after it (`scores_many`). A model that
     thinks first (`thinker`: its generating agent) writes its thought greedily, and the actions are scored
     after it. Inputs without valid actions fall back to generation."""
 
     wants_candidates = False
 
-    def __init__(self, generator: ModelAgent, *, thinks: bool = False) -> None:
-        self.generator, self.thinks = generator, thinks
+    def __init__(self, generator: ModelAgent, *, thinks: bool = False, score_tokens: int = 1024) -> None:
+        self.generator, self.thinks, self.score_tokens = generator, thinks, score_tokens
         self.model, self.tokenizer, self.name = generator.model, generator.tokenizer, generator.name
-        import inspect
-
-        # transformers renamed the argument (`past_key_values` goes in 5.40); older releases know only that name
-        self._cache_argument = (
-            "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
-        )
 
     def act(self, inputs: Sequence[AgentInput]) -> list[str]:
         replies: list[str | None] = [None] * len(inputs)
@@ -211,6 +205,7 @@ class ScoringAgent:
             generate = list(range(len(inputs)))
         replies_of = self.generator.act([inputs[i] for i in generate]) if generate else []
         written = dict(zip(generate, replies_of, strict=True))
+        heads: dict[int, str] = {}
         for i, x in enumerate(inputs):
             if not x.valid_actions:
                 replies[i] = written[i]
@@ -220,40 +215,85 @@ class ScoringAgent:
                 text = written[i]
                 cut = text.rfind("Action:")
                 head = (text[:cut] if cut >= 0 else text.rstrip() + "\n")[len(self.generator.response_prefix) :]
-            prefix = self.generator.render(x.prompt) + head + "Action: "
-            scores = self.scores(prefix, x.valid_actions)
+            heads[i] = head
+        order = list(heads)
+        prefixes = [self.generator.render(inputs[i].prompt) + heads[i] + "Action: " for i in order]
+        scored = self.scores_many(prefixes, [inputs[i].valid_actions for i in order])
+        for i, scores in zip(order, scored, strict=True):
             best = max(range(len(scores)), key=scores.__getitem__)
-            replies[i] = head + f"Action: {x.valid_actions[best]}"
+            replies[i] = heads[i] + f"Action: {inputs[i].valid_actions[best]}"
         return replies  # type: ignore[return-value]
 
     def scores(self, prefix: str, actions: Sequence[str]) -> list[float]:
-        """log p(action and end of reply | prefix) for each action: the shared tokens once, then every
-        candidate's own tokens in one batch over the repeated cache."""
+        """log p(action and end of reply | prefix) for each action."""
+        return self.scores_many([prefix], [actions])[0]
+
+    def scores_many(self, prefixes: Sequence[str], actions: Sequence[Sequence[str]]) -> list[list[float]]:
+        """`scores` of many inputs at once. Each input is one packed sequence (`firsthand.packing`): the tokens
+        its candidates share once, then every candidate's own tokens, attending to the shared part and to
+        themselves only; packs are batched up to `score_tokens` tokens a forward. One tokenizer call for all
+        candidates, and no key-value cache copied for each candidate: 1.4-1.7x the decisions per second of that
+        (tiny model and SmolLM2-135M alike), a step costing 1.5-1.7 forwards of its prompts alone, which is
+        what the candidates' own tokens add (docs/benchmarks.md, bench/scoring.py)."""
         import torch
 
+        from firsthand.packing import PAD_SEGMENT, block_mask
+
         eos = self.tokenizer.eos_token_id
-        full = [self.tokenizer(prefix + a, add_special_tokens=False)["input_ids"] + [eos] for a in actions]
-        shared = 0
-        while shared < min(map(len, full)) - 1 and all(ids[shared] == full[0][shared] for ids in full):
-            shared += 1
-        cut = max(0, shared - self.generator.max_prompt_tokens)  # a long prompt keeps its end: the current state
+        texts = [p + a for p, acts in zip(prefixes, actions, strict=True) for a in acts]
+        encoded = iter(self.tokenizer(texts, add_special_tokens=False)["input_ids"]) if texts else iter(())
+        packs = []  # per input: ids, positions, segments, and each candidate's (predictor, token) index pairs
+        for acts in actions:
+            full = [[*next(encoded), eos] for _ in acts]
+            shared = 0
+            while shared < min(map(len, full)) - 1 and all(ids[shared] == full[0][shared] for ids in full):
+                shared += 1
+            cut = max(0, shared - self.generator.max_prompt_tokens)  # a long prompt keeps its end: the state
+            ids = full[0][cut:shared]
+            start = len(ids)
+            positions, segments, targets = list(range(start)), [0] * start, []
+            for segment, candidate in enumerate(full, start=1):
+                suffix = candidate[shared:]
+                predictors = [start - 1] + list(range(len(ids), len(ids) + len(suffix) - 1))
+                targets.append(list(zip(predictors, range(len(ids), len(ids) + len(suffix)), strict=True)))
+                ids += suffix
+                positions += range(start, start + len(suffix))
+                segments += [segment] * len(suffix)
+            packs.append((ids, positions, segments, targets))
         device = next(self.model.parameters()).device
-        common = torch.tensor([full[0][cut:shared]], device=device)
-        suffixes = [ids[shared:] for ids in full]
-        longest = max(map(len, suffixes))
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
-        ids = torch.tensor([s + [pad] * (longest - len(s)) for s in suffixes], device=device)
-        with torch.inference_mode():
-            out = self.model(input_ids=common, use_cache=True)
-            cache = out.past_key_values
-            cache.batch_repeat_interleave(len(actions))
-            start = shared - cut
-            positions = torch.arange(start, start + longest, device=device).expand(len(actions), -1)
-            attention = torch.ones((len(actions), start + longest), dtype=torch.long, device=device)
-            logits = self.model(
-                input_ids=ids, attention_mask=attention, position_ids=positions, **{self._cache_argument: cache}
-            ).logits
-            # the first suffix token is predicted by the shared part's last position, the others by the suffix
-            logits = torch.cat([out.logits[:, -1:].expand(len(actions), -1, -1), logits[:, :-1]], dim=1)
-            logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-        return [float(logprobs[i, : len(s)].sum()) for i, s in enumerate(suffixes)]
+        results: list[list[float]] = [[] for _ in packs]
+        by_length = sorted(range(len(packs)), key=lambda n: len(packs[n][0]))
+        batches: list[list[int]] = []
+        for n in by_length:  # similar lengths together, so little padding; at most `score_tokens` a forward
+            if batches and (len(batches[-1]) + 1) * len(packs[n][0]) <= max(self.score_tokens, len(packs[n][0])):
+                batches[-1].append(n)
+            else:
+                batches.append([n])
+        for batch in batches:
+            width = max(len(packs[n][0]) for n in batch)
+
+            def padded(column: int, fill: int, batch: list[int] = batch, width: int = width) -> Any:
+                rows = [packs[n][column] + [fill] * (width - len(packs[n][column])) for n in batch]
+                return torch.tensor(rows, device=device)
+
+            ids, segments = padded(0, pad), padded(2, PAD_SEGMENT)
+            row, predictor, token = (
+                torch.tensor(column, device=device, dtype=torch.long)
+                for column in zip(
+                    *[(r, p, t) for r, n in enumerate(batch) for pairs in packs[n][3] for p, t in pairs], strict=True
+                )
+            )
+            with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=self.generator.bf16):
+                hidden = self.model.get_decoder()(
+                    input_ids=ids, attention_mask=block_mask(segments), position_ids=padded(1, 0), use_cache=False
+                ).last_hidden_state
+                logits = self.model.get_output_embeddings()(hidden[row, predictor]).float()
+                cap = getattr(self.model.config, "final_logit_softcapping", None)
+                if cap:
+                    logits = torch.tanh(logits / cap) * cap
+                logprobs = torch.log_softmax(logits, dim=-1).gather(-1, ids[row, token].unsqueeze(-1)).squeeze(-1)
+            values = iter(logprobs.tolist())
+            for n in batch:
+                results[n] = [sum(next(values) for _ in pairs) for pairs in packs[n][3]]
+        return results
