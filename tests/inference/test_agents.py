@@ -59,6 +59,19 @@ def test_inputs_scored_together_score_as_each_read_alone(untrained: ModelAgent, 
         assert scores == pytest.approx(naive_scores(untrained, prefix, acts), abs=1e-4)
 
 
+def test_a_model_that_thinks_scores_the_actions_after_its_own_thought(untrained: ModelAgent) -> None:
+    generator = ModelAgent(untrained.model, untrained.tokenizer, max_new_tokens=12, response_prefix="Thought:")
+    scorer = ScoringAgent(generator, thinks=True)
+    inputs = [AgentInput("Goal: x\nWhat do you do next?", ["look", "go to cabinet 1"]), AgentInput("Goal: y", ["look"])]
+    written, replies = generator.act(inputs), scorer.act(inputs)
+    for x, text, reply in zip(inputs, written, replies, strict=True):
+        cut = text.rfind("Action:")
+        head = (text[:cut] if cut >= 0 else text.rstrip() + "\n").removeprefix("Thought:")
+        scores = scorer.scores(generator.render(x.prompt) + head + "Action: ", x.valid_actions)
+        # the thought as the model wrote it, then the action it scores highest after that thought
+        assert reply == head + "Action: " + x.valid_actions[scores.index(max(scores))]
+
+
 @pytest.mark.slow
 def test_a_trained_policy_that_scores_never_takes_an_invalid_action(household_il: Path, tmp_path: Path) -> None:
     from firsthand.stages.evaluate import evaluate, make_agent, model_prompt
