@@ -231,10 +231,9 @@ class ScoringAgent:
     def scores_many(self, prefixes: Sequence[str], actions: Sequence[Sequence[str]]) -> list[list[float]]:
         """`scores` of many inputs at once. Each input is one packed sequence (`firsthand.packing`): the tokens
         its candidates share once, then every candidate's own tokens, attending to the shared part and to
-        themselves only; packs are batched up to `score_tokens` tokens a forward. One tokenizer call for all
-        candidates, and no key-value cache copied for each candidate: 1.4-1.7x the decisions per second of that
-        (tiny model and SmolLM2-135M alike), a step costing 1.5-1.7 forwards of its prompts alone, which is
-        what the candidates' own tokens add (docs/benchmarks.md, bench/scoring.py)."""
+        themselves only; packs are batched up to `score_tokens` tokens a forward, all candidates tokenized in
+        one call. Copying a prompt's key-value cache for each candidate cost more than the candidates'
+        forward (docs/benchmarks.md, bench/scoring.py)."""
         import torch
 
         from firsthand.packing import PAD_SEGMENT, block_mask
