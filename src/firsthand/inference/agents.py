@@ -232,8 +232,8 @@ class ScoringAgent:
         """`scores` of many inputs at once. Each input is one packed sequence (`firsthand.packing`): the tokens
         its candidates share once, then every candidate's own tokens, attending to the shared part and to
         themselves only; packs are batched up to `score_tokens` tokens a forward, all candidates tokenized in
-        one call. Copying a prompt's key-value cache for each candidate cost more than the candidates'
-        forward (docs/benchmarks.md, bench/scoring.py)."""
+        one call: copying a prompt's key-value cache for each candidate took a fifth of the scoring time
+        (docs/benchmarks.md, bench/scoring.py)."""
         import torch
 
         from firsthand.packing import PAD_SEGMENT, block_mask
